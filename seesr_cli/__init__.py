@@ -1,0 +1,3 @@
+"""seesr-cli: SeeSR (CVPR 2024) real-world image super-resolution, installable."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""Typed errors. Each carries a one-line, actionable message; the CLI maps them to exit codes."""
+
+from __future__ import annotations
+
+
+class SeesrError(Exception):
+    """Base of every error seesr-cli raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(SeesrError):
+    """Bad options or settings (a value out of range, an unknown choice)."""
+
+    exit_code = 2
+
+
+class InputImageError(SeesrError):
+    """One input image cannot be used (unreadable, corrupt, unsupported). The batch goes on."""
+
+    def __init__(self, path, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+class WeightsError(SeesrError):
+    """A checkpoint is missing, unverifiable or malformed."""
+
+
+class UnsafeCheckpointError(WeightsError):
+    """A pickle holds something other than tensors and plain containers."""
+
+
+class DeviceOutOfMemory(SeesrError):
+    """Raised (or translated from the backend's OOM) when a tile batch does not fit."""
+
+
+class NonFiniteOutput(SeesrError):
+    """A reduced-precision run produced NaN or inf."""
+
+
+class Cancelled(SeesrError):
+    """The user stopped the run (Ctrl-C); raised between steps."""
+
+    exit_code = 130

@@ -1,0 +1,136 @@
+"""Run settings: one frozen, validated dataclass, passed explicitly.
+
+Defaults are the official `test_seesr.py` ones (SEESR.md section 3) unless a
+comment says why we differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from seesr_cli.errors import UsageError
+
+SAMPLERS = ("ddpm", "ddim", "unipc", "dpmpp")
+COLOR_FIXES = ("adain", "wavelet", "none")
+STARTS = ("lr", "noise")
+TILE_PROMPTS = ("tile", "global")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+DEFAULT_ADDED_PROMPT = "clean, high-resolution, 8k"
+DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
+
+# Official step counts per sampler; DDPM is the paper's, the others are the
+# counts at which those solvers usually converge for SD2.
+DEFAULT_STEPS = {"ddpm": 50, "ddim": 50, "unipc": 20, "dpmpp": 20}
+TURBO_STEPS = 2
+TURBO_OVERLAP = 32  # official test_seesr_turbo.py
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(name: str, value: float | int | None, *, minimum: float = 0, inclusive: bool = False) -> None:
+    if value is None:
+        return
+    ok = value >= minimum if inclusive else value > minimum
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        bound = f">= {minimum}" if inclusive else f"> {minimum}"
+        raise UsageError(f"{name} must be {bound}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class UpscaleSettings:
+    """Everything one upscale run needs to know; validated on construction."""
+
+    scale: float = 4.0
+    process_size: int = 512
+    steps: int | None = None  # None: the sampler's default (turbo: 2)
+    guidance: float | None = None  # None: 5.5 (turbo: 1.0, no unconditional branch)
+    seed: int = 0
+    prompt: str = ""
+    added_prompt: str = DEFAULT_ADDED_PROMPT
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    conditioning_scale: float = 1.0
+    start: str = "lr"
+    sampler: str = "ddpm"
+    turbo: bool = False
+    color_fix: str = "adain"
+    # Latent tiling, in latent pixels (x8 in the image). None: 96 as the official
+    # script, capped by what fits in device memory.
+    tile_size: int | None = None
+    tile_overlap: int | None = None  # None: 16 (turbo: 32)
+    tile_batch: int | None = None  # None: chosen from free memory
+    tile_prompts: str = "tile"
+    vae_encoder_tile: int = 1024  # image pixels, official
+    vae_decoder_tile: int = 224  # latent pixels, official
+    tag_threshold: float | None = None  # None: DAPE's per-class thresholds
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive("scale", self.scale, minimum=1, inclusive=True)
+        _positive("process_size", self.process_size, minimum=8, inclusive=True)
+        _positive("steps", self.steps, minimum=1, inclusive=True)
+        _positive("guidance", self.guidance, minimum=0, inclusive=True)
+        _positive("conditioning_scale", self.conditioning_scale, minimum=0, inclusive=True)
+        _positive("tile_size", self.tile_size, minimum=8, inclusive=True)
+        _positive("tile_overlap", self.tile_overlap, minimum=0, inclusive=True)
+        _positive("tile_batch", self.tile_batch, minimum=1, inclusive=True)
+        _positive("vae_encoder_tile", self.vae_encoder_tile, minimum=64, inclusive=True)
+        _positive("vae_decoder_tile", self.vae_decoder_tile, minimum=8, inclusive=True)
+        if self.tag_threshold is not None and not 0 <= self.tag_threshold <= 1:
+            raise UsageError(f"tag_threshold must be in [0, 1]; got {self.tag_threshold!r}")
+        if self.steps is not None and self.steps > 1000:
+            raise UsageError(f"steps must be <= 1000; got {self.steps}")
+        if not 0 <= self.seed < 2**63:
+            raise UsageError(f"seed must be in [0, 2**63); got {self.seed}")
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("color_fix", self.color_fix, COLOR_FIXES)
+        _choice("start", self.start, STARTS)
+        _choice("tile_prompts", self.tile_prompts, TILE_PROMPTS)
+        _choice("dtype", self.dtype, DTYPES)
+        if self.tile_size is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile_size:
+            raise UsageError(
+                f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})"
+            )
+
+    @property
+    def num_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        return TURBO_STEPS if self.turbo else DEFAULT_STEPS[self.sampler]
+
+    @property
+    def guidance_scale(self) -> float:
+        if self.guidance is not None:
+            return self.guidance
+        return 1.0 if self.turbo else 5.5
+
+    @property
+    def overlap(self) -> int:
+        if self.tile_overlap is not None:
+            return self.tile_overlap
+        return TURBO_OVERLAP if self.turbo else 16
+
+    @property
+    def use_cfg(self) -> bool:
+        """Classifier-free guidance at 1.0 is the conditional branch alone: skip the other."""
+        return self.guidance_scale != 1.0
+
+    def with_(self, **changes: Any) -> "UpscaleSettings":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UpscaleSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown settings: {', '.join(unknown)}")
+        return cls(**data)
