@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from seesr_cli.errors import Cancelled
-from seesr_cli.tiling import Box, tiled_map
+from seesr_cli.tiling import DEFAULT_WINDOW, Box, tiled_map
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -91,7 +91,7 @@ def tiled_predictor(
     boxes: list[Box],
     *,
     batch_size: int,
-    window: str = "gaussian",
+    window: str = DEFAULT_WINDOW,
     on_tile: Callable[[int], None] | None = None,
 ) -> Predictor:
     """Predict the whole latent by blending the guided predictions of overlapping tiles."""
