@@ -36,3 +36,29 @@ def reference_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_components(reference_dir, tmp_path_factory):
+    """Tiny random-weight models in the official formats (see tests/fakehub.py)."""
+    from fakehub import build_tiny_components
+
+    return build_tiny_components(tmp_path_factory.mktemp("tiny"), reference_dir)
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tiny_components, tmp_path_factory):
+    """A Hugging Face cache holding the tiny models, laid out as huggingface_hub writes it."""
+    from fakehub import build_fake_hub_cache
+
+    return build_fake_hub_cache(tmp_path_factory.mktemp("fakehub") / "hub", tiny_components)
+
+
+@pytest.fixture(scope="session")
+def tiny_weight_paths(fake_hub, tmp_path_factory):
+    """WeightPaths resolved offline from the fake cache by the real download/verify/convert code."""
+    from seesr_cli.weights import resolve_weights
+
+    with pytest.MonkeyPatch.context() as patch:
+        fake_hub.apply(patch, tmp_path_factory.mktemp("hf_home"))
+        return resolve_weights(turbo=True)
