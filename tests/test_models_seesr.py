@@ -88,8 +88,10 @@ def test_unet_matches_the_official_code_with_and_without_control(tiny, case):
 def test_output_object_and_conditioning_scale(tiny):
     io = tiny["io"]
     with torch.no_grad():
-        half = tiny["controlnet"](io["sample"][:1], 500, io["encoder_hidden_states"][:1], io["controlnet_cond"][:1],
-                                  conditioning_scale=0.5, image_encoder_hidden_states=io["image_encoder_hidden_states"][:1])
+        half = tiny["controlnet"](
+            io["sample"][:1], 500, io["encoder_hidden_states"][:1], io["controlnet_cond"][:1],
+            conditioning_scale=0.5, image_encoder_hidden_states=io["image_encoder_hidden_states"][:1],
+        )
     assert len(half.down_block_res_samples) == 12
     assert_close(half.mid_block_res_sample, io["t500.mid_res"][:1] * 0.5)
     assert_close(half.down_block_res_samples[5], io["t500.down_res_05"][:1] * 0.5)
@@ -128,20 +130,31 @@ def test_latents_that_are_not_multiples_of_eight(tiny):
     assert out.shape == sample.shape and torch.isfinite(out).all()
 
 
+def _crop(io: dict, batch: int = 1) -> dict:
+    """A small slice of the fixture inputs (8x8 latent, 64x64 control) for the cheaper checks."""
+    return {"sample": io["sample"][:batch, :, :8, :8], "encoder_hidden_states": io["encoder_hidden_states"][:batch],
+            "controlnet_cond": io["controlnet_cond"][:batch, :, :64, :64],
+            "image_encoder_hidden_states": io["image_encoder_hidden_states"][:batch]}
+
+
+def _step(unet, controlnet, x: dict, t=500) -> torch.Tensor:
+    down, mid = controlnet(x["sample"], t, x["encoder_hidden_states"], x["controlnet_cond"],
+                           image_encoder_hidden_states=x["image_encoder_hidden_states"], return_dict=False)
+    return unet(x["sample"], t, x["encoder_hidden_states"], x["image_encoder_hidden_states"],
+                down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_reduced_precision_loading_runs_close_to_float32(tiny, dtype):
-    io = {k: v[:1].to(dtype) for k, v in tiny["io"].items() if v.ndim > 1}
+    x = _crop(tiny["io"])
     unet = SeeSRUNet.from_pretrained(tiny["root"] / "unet", torch_dtype=dtype).eval()
     controlnet = SeeSRControlNet.from_pretrained(tiny["root"] / "controlnet", torch_dtype=dtype).eval()
     assert unet.dtype == dtype and controlnet.dtype == dtype
     with torch.no_grad():
-        down, mid = controlnet(io["sample"], 500, io["encoder_hidden_states"], io["controlnet_cond"],
-                               image_encoder_hidden_states=io["image_encoder_hidden_states"], return_dict=False)
-        out = unet(io["sample"], 500, io["encoder_hidden_states"], image_encoder_hidden_states=io["image_encoder_hidden_states"],
-                   down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-    assert out.dtype == dtype
-    assert_close(mid, tiny["io"]["t500.mid_res"][:1], rel=0.05)
-    assert_close(out, tiny["io"]["t500.unet_out"][:1], rel=0.05)
+        want = _step(tiny["unet"], tiny["controlnet"], x)
+        got = _step(unet, controlnet, {k: v.to(dtype) for k, v in x.items()})
+    assert got.dtype == dtype
+    assert_close(got, want, rel=0.05)
 
 
 def _plain_config(reference_dir, name):
@@ -159,14 +172,16 @@ def test_without_rca_our_forward_is_diffusers_forward(reference_dir, tiny):
     ours_cn = SeeSRControlNet.from_config(base_cn.config).eval()
     ours_unet.load_state_dict(base_unet.state_dict())
     ours_cn.load_state_dict(base_cn.state_dict())
-    args = (io["sample"][:1], io[f"{case}.timestep"], io["encoder_hidden_states"][:1])
-    control = io["controlnet_cond"][:1]
+    x = _crop(io)
+    args, control = (x["sample"], io[f"{case}.timestep"], x["encoder_hidden_states"]), x["controlnet_cond"]
     with torch.no_grad():
         want_down, want_mid = base_cn(*args, controlnet_cond=control, return_dict=False)
         got_down, got_mid = ours_cn(*args, controlnet_cond=control, return_dict=False)
-        want = base_unet(*args, down_block_additional_residuals=want_down, mid_block_additional_residual=want_mid).sample
+        want = base_unet(*args, down_block_additional_residuals=want_down,
+                         mid_block_additional_residual=want_mid).sample
         got = ours_unet(*args, down_block_additional_residuals=got_down, mid_block_additional_residual=got_mid).sample
-    assert all(torch.equal(a, b) for a, b in zip(got_down, want_down)) and torch.equal(got_mid, want_mid)
+    assert all(torch.equal(a, b) for a, b in zip(got_down, want_down, strict=True))
+    assert torch.equal(got_mid, want_mid)
     assert torch.equal(got, want)
 
 
@@ -175,7 +190,9 @@ def test_save_and_reload_round_trip(tiny, tmp_path):
     again, info = SeeSRUNet.from_pretrained(tmp_path / "unet", output_loading_info=True)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
     assert again.config.use_image_cross_attention is True
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), tiny["unet"].state_dict().values()))
+    original = tiny["unet"].state_dict()
+    assert again.state_dict().keys() == original.keys()
+    assert all(torch.equal(tensor, original[key]) for key, tensor in again.state_dict().items())
 
 
 @pytest.mark.parametrize("name, cls", [("unet", SeeSRUNet), ("controlnet", SeeSRControlNet)])
@@ -232,3 +249,9 @@ def test_turbo_names_a_missing_weights_file(reference_dir, tmp_path):
     _save_plain_unet(tmp_path / "base", reference_dir, seed=1)
     with pytest.raises(WeightsError, match="fp16"):
         SeeSRUNet.from_turbo(tmp_path / "base", reference_dir / "seesr_tiny" / "unet", variant="fp16")
+
+
+@pytest.mark.parametrize("changes", [{"time_cond_proj_dim": 8}, {"class_embed_type": "timestep"}])
+def test_configs_our_forward_would_ignore_are_refused(reference_dir, changes):
+    with pytest.raises(ValueError, match="does not support"):
+        SeeSRUNet.from_config({**_plain_config(reference_dir, "unet"), **changes})

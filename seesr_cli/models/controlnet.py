@@ -58,7 +58,8 @@ class SeeSRControlNet(ControlNetModel):
         cond = conditioning_for(self, encoder_hidden_states, image_encoder_hidden_states, hidden.dtype)
         hidden, skips = run_down_blocks(self.down_blocks, hidden, temb, cond)
         hidden = run_mid_block(self.mid_block, hidden, temb, cond)
-        down = tuple(zero_conv(skip) * conditioning_scale for skip, zero_conv in zip(skips, self.controlnet_down_blocks))
+        zero_convs = self.controlnet_down_blocks
+        down = tuple(conv(skip) * conditioning_scale for skip, conv in zip(skips, zero_convs, strict=True))
         mid = self.controlnet_mid_block(hidden) * conditioning_scale
         if not return_dict:
             return down, mid

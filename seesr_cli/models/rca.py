@@ -14,8 +14,8 @@ so that SeeSR's UNet and ControlNet share one implementation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -126,7 +126,9 @@ def run_down_blocks(
     return hidden, skips
 
 
-def run_mid_block(block: nn.Module | None, hidden: torch.Tensor, temb: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+def run_mid_block(
+    block: nn.Module | None, hidden: torch.Tensor, temb: torch.Tensor, cond: Conditioning
+) -> torch.Tensor:
     """resnet0 -> (attentions[i] -> image_attentions[i] -> resnet i+1)*."""
     if block is None:
         return hidden

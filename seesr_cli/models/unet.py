@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -47,6 +48,10 @@ class SeeSRUNet(UNet2DConditionModel):
         # diffusers reads config keys off the __init__ signature; ours forwards the UNet's keywords.
         return ConfigMixin._get_init_keys(input_class) | ConfigMixin._get_init_keys(UNet2DConditionModel)
 
+    def enable_freeu(self, s1: float, s2: float, b1: float, b2: float) -> None:
+        """Not supported: our up-block walk (rca.run_up_block) does not apply FreeU's rescaling."""
+        raise NotImplementedError("FreeU is not supported by SeeSRUNet")
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -71,7 +76,7 @@ class SeeSRUNet(UNet2DConditionModel):
         if down_block_additional_residuals is not None:
             if len(down_block_additional_residuals) != len(skips):
                 raise ValueError(f"expected {len(skips)} down residuals, got {len(down_block_additional_residuals)}")
-            skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals))
+            skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals, strict=True))
         hidden = run_mid_block(self.mid_block, hidden, temb, cond)
         if mid_block_additional_residual is not None:
             hidden = hidden + mid_block_additional_residual
@@ -89,7 +94,7 @@ class SeeSRUNet(UNet2DConditionModel):
         *,
         torch_dtype: torch.dtype | None = None,
         variant: str | None = None,
-    ) -> "SeeSRUNet":
+    ) -> SeeSRUNet:
         """SeeSR-turbo (official `test_seesr_turbo.py`): the base UNet's config and weights (e.g.
         sd-turbo's `unet/`), with SeeSR's `image_attentions` weights laid over it.
 
