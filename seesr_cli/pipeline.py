@@ -278,7 +278,7 @@ class SeeSRPipeline:
 
         def on_step(done: int) -> None:
             progress["step"], progress["tile"] = done, 0
-            emit(ProgressEvent("denoise", done, total, tiles, tiles))
+            emit(ProgressEvent("denoise", done, total, 0, tiles))
 
         predict = tiled_predictor(denoiser, boxes, batch_size=plan.batch, on_tile=on_tile)
         emit(ProgressEvent("denoise", 0, total, 0, tiles))

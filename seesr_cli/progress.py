@@ -166,12 +166,11 @@ class BatchProgress:
 def denoise_progress(event, previous: int = 0) -> tuple[int, int, str]:
     """(tile passes done, tile passes in all, "step s/S, tile t/T") for a denoise event.
 
-    tile == tiles comes both after a step's last tile (done = steps before it) and with the
-    step count that completes it: whole steps are counted from `done`, the current step's
-    tiles from `tile`, and the count never goes back (`previous`: the last value shown)."""
+    `done` counts whole steps and `tile` the tiles of the step under way (0 once a step
+    completes); the count never goes back (`previous`: the last value shown)."""
     tiles = max(event.tiles or 1, 1)
     total = max(event.total, 1) * tiles
-    done = max(previous, min(event.done * tiles + (event.tile or 0) % tiles, total))
+    done = max(previous, min(event.done * tiles + (event.tile or 0), total))
     step = min(event.done + 1, event.total)
     return done, total, f"step {step}/{event.total}, tile {event.tile or 0}/{tiles}"
 
