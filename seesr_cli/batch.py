@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from seesr_cli.errors import Cancelled, InputImageError, SeesrError, UsageError, WeightsError
 from seesr_cli.imageio import IMAGE_EXTENSIONS, OUTPUT_EXTENSIONS, OutputExistsError, output_format_for
 
 RUN, SKIP, FAIL = "run", "skip", "fail"  # planned actions
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"  # outcomes
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -241,9 +242,10 @@ def _drop_outputs_of_others(jobs: list[Job]) -> list[Job]:
     return kept
 
 
-def shard_jobs(jobs: Sequence[Job], rank: int = 0, world: int = 1) -> list[Job]:
+def shard_jobs(jobs: Sequence[T], rank: int = 0, world: int = 1) -> list[T]:
     """This process's contiguous share, as accelerate's `split_between_processes` splits a list:
-    the first `len % world` processes take one job more. Every job lands in exactly one share."""
+    the first `len % world` processes take one job more. Every job lands in exactly one share.
+    (Any sequence: distributed.py splits the jobs' indices.)"""
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"bad shard {rank}/{world}")
     size, extra = divmod(len(jobs), world)
@@ -393,6 +395,7 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     the models. The pipeline raises `Cancelled` between steps, before anything is written.
     """
     from seesr_cli.imageio import load_image, save_image
+    from seesr_cli.runtime import dtype_name
 
     loaded = load_image(job.input)
     start = time.perf_counter()
@@ -405,7 +408,10 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     setup = time.perf_counter() - start
     run_settings = settings.with_(seed=job.seed)
     result = pipe.upscale(loaded.rgb, run_settings, on_progress=on_progress, should_cancel=should_cancel)
-    metadata = image_metadata(job, run_settings, result.prompts, settings.seed)
+    # Record what actually ran ("cuda", "fp16"), not "auto": a result made with --devices or
+    # under accelerate then carries the same bytes as a one-process run on that device kind.
+    ran = run_settings.with_(device=pipe.device.type, dtype=dtype_name(pipe.dtype))
+    metadata = image_metadata(job, ran, result.prompts, settings.seed)
     save_image(result.image, loaded, job.output, fmt=job.fmt, quality=quality, metadata=metadata,
                overwrite=job.overwrite)
     return WorkDone(tuple(result.prompts), tuple(loaded.notes) + tuple(result.notes), setup)

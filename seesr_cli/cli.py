@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -27,7 +24,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from seesr_cli import __version__
-from seesr_cli.batch import FAIL, OutputOptions, discover, plan_batch, run_jobs, shard_jobs, upscale_job
+from seesr_cli.batch import FAIL, RUN, OutputOptions, discover, plan_batch, upscale_job
+from seesr_cli.distributed import cancel_on_signals, is_main_process, join_team, launch_devices, share_batch
 from seesr_cli.errors import Cancelled, InputImageError, SeesrError, UsageError
 from seesr_cli.progress import (BatchProgress, error_line, note_line, plan_table, summary_table, table_console,
                                 tag_lines, weights_row, weights_table)
@@ -159,6 +157,7 @@ def _adv(help: str = ""):
 
 @app.command()
 def upscale(
+    ctx: typer.Context,
     inputs: Inputs,
     output: Annotated[Optional[Path], _out(
         "Output folder (mirrors input subfolders), or a file name for one input file. Default: "
@@ -191,6 +190,9 @@ def upscale(
     tag_threshold: Annotated[Optional[float], _adv("One DAPE threshold for every tag.")] = None,
     turbo: Turbo = False,
     device: Device = "auto",
+    devices: Annotated[Optional[str], typer.Option(
+        "--devices", rich_help_panel=_WTS, metavar="LIST",
+        help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu (docs/CLI.md: several machines).")] = None,
     dtype: Dtype = "auto",
     weights: Weights = None,
     sd2_repo: Sd2Repo = None,
@@ -209,9 +211,12 @@ def upscale(
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
-        return _show_plan(jobs, json_out)
+        return _show_plan(jobs, json_out) if is_main_process() else 0
+    if devices is not None and any(job.action == RUN for job in jobs):
+        return launch_devices(devices, ctx, say=partial(note_line, Console(stderr=True)))
+    team = join_team(settings.device)  # None unless one of several processes (accelerate launch, --devices)
     loader = _LazyPipeline(settings, weights, sd2_repo)
-    return _run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet)
+    return _run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team)
 
 
 def _show_plan(jobs, json_out: bool) -> int:
@@ -249,16 +254,20 @@ class _LazyPipeline:
 
 
 def _run_upscale(jobs, loader: _LazyPipeline, settings: UpscaleSettings, quality: int, *,
-                 json_out: bool, quiet: bool, shard: tuple[int, int] = (0, 1)) -> int:
-    """Run this process's share of the jobs with live progress; summary, JSON and exit code."""
+                 json_out: bool, quiet: bool, team=None) -> int:
+    """Run this process's share of the jobs with live progress; summary, JSON and exit code.
+    With several processes only the main one draws and reports, for all (distributed.py)."""
     err = Console(stderr=True)
-    with BatchProgress(err, quiet=quiet) as view, _cancel_on_sigint() as cancelled:
+    main = team is None or team.is_main
+    with BatchProgress(err, quiet=quiet or not main) as view, cancel_on_signals(announce=main) as cancelled:
         loader.view = view
-        mine = shard_jobs(jobs, *shard)
-        view.start(mine)
+        batch = share_batch(jobs, team, view)
+        view.start(jobs)
         work = partial(upscale_job, pipeline=loader, settings=settings, quality=quality,
-                       on_progress=view.pipeline_event, should_cancel=cancelled)
-        report = run_jobs(mine, work, observer=view, should_cancel=cancelled)
+                       on_progress=batch.pipeline_event, should_cancel=cancelled)
+        report = batch.run(work, should_cancel=cancelled)
+    if report is None:  # another process reports
+        return 0
     if json_out:
         _print_json({"images": [r.to_dict() for r in report.results], "interrupted": report.interrupted,
                      "seconds": round(report.seconds, 3), "load_seconds": round(report.setup_seconds, 3),
@@ -266,29 +275,8 @@ def _run_upscale(jobs, loader: _LazyPipeline, settings: UpscaleSettings, quality
     if not quiet:
         table_console(stderr=json_out).print(summary_table(report))
     if report.interrupted:
-        note_line(err, f"interrupted after {len(report.results)} of {len(mine)} images: {RESUME_HINT}")
+        note_line(err, f"interrupted after {len(report.results)} of {len(jobs)} images: {RESUME_HINT}")
     return report.exit_code
-
-
-@contextmanager
-def _cancel_on_sigint() -> Iterator[Callable[[], bool]]:
-    """First Ctrl-C: stop cleanly at the next step (the pipeline polls the flag); second: at once."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag.is_set
-        return
-
-    def handler(signum, frame) -> None:
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-        os.write(2, b"\nstopping after the current step (Ctrl-C again to stop now)\n")  # signal-safe
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _print_json(data: dict) -> None:

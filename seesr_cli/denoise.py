@@ -36,16 +36,43 @@ class Conditioning:
         return [0] * len(tiles) if self.prompt_embeds.shape[0] == 1 else tiles
 
 
+def controlled_noise(unet, controlnet, sample, t, text, image, control, conditioning_scale: float) -> torch.Tensor:
+    """One ControlNet pass whose residuals feed one UNet pass: the network of a SeeSR step.
+
+    A plain function so `SeeSRPipeline.compile` can compile both networks as one graph.
+    """
+    down, mid = controlnet(
+        sample,
+        t,
+        encoder_hidden_states=text,
+        controlnet_cond=control,
+        conditioning_scale=conditioning_scale,
+        image_encoder_hidden_states=image,
+        return_dict=False,
+    )
+    return unet(
+        sample,
+        t,
+        encoder_hidden_states=text,
+        image_encoder_hidden_states=image,
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=mid,
+        return_dict=False,
+    )[0]
+
+
 class GuidedDenoiser:
     """ControlNet + UNet noise prediction with classifier-free guidance in one batch."""
 
-    def __init__(self, unet, controlnet, cond: Conditioning, *, guidance: float, conditioning_scale: float):
+    def __init__(self, unet, controlnet, cond: Conditioning, *, guidance: float, conditioning_scale: float,
+                 forward: Callable = controlled_noise):
         self.unet = unet
         self.controlnet = controlnet
         self.cond = cond
         self.guidance = guidance
         self.conditioning_scale = conditioning_scale
         self.dtype = unet.dtype
+        self.forward = forward
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, boxes: list[Box], tiles: list[int]) -> torch.Tensor:
         """Guided noise for a batch of latent crops (N x 4 x h x w), float32 out."""
@@ -62,24 +89,8 @@ class GuidedDenoiser:
             image = torch.cat([image, image])  # the soft prompt is the same for both branches
             control = torch.cat([control, control])
             sample = torch.cat([sample, sample])
-        down, mid = self.controlnet(
-            sample,
-            t,
-            encoder_hidden_states=text,
-            controlnet_cond=control.to(self.dtype),
-            conditioning_scale=self.conditioning_scale,
-            image_encoder_hidden_states=image,
-            return_dict=False,
-        )
-        noise = self.unet(
-            sample,
-            t,
-            encoder_hidden_states=text,
-            image_encoder_hidden_states=image,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0].float()
+        noise = self.forward(self.unet, self.controlnet, sample, t, text, image, control.to(self.dtype),
+                             self.conditioning_scale).float()
         if cond.negative_embeds is None:
             return noise
         uncond, text_cond = noise.chunk(2)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from seesr_cli import colorfix, vae as vae_tiles
-from seesr_cli.denoise import Conditioning, GuidedDenoiser, sample, tiled_predictor
+from seesr_cli.denoise import Conditioning, GuidedDenoiser, controlled_noise, sample, tiled_predictor
 from seesr_cli.errors import DeviceOutOfMemory, NonFiniteOutput, UsageError
 from seesr_cli.geometry import Geometry, latent_tiles, lr_box, plan_geometry, plan_lr_tiles, tile_size_for
 from seesr_cli.prompts import compose_prompt, encode_prompts
@@ -103,6 +103,7 @@ class SeeSRPipeline:
         self.text_encoder, self.tokenizer, self.dape = text_encoder, tokenizer, dape
         self.scheduler_config = dict(scheduler_config)
         self.device, self.dtype, self.turbo = device, dtype, turbo
+        self._forward = controlled_noise
 
     @classmethod
     def from_pretrained(cls, paths, *, device: str = "auto", dtype: str = "auto", turbo: bool = False):
@@ -113,6 +114,20 @@ class SeeSRPipeline:
         torch_dtype = resolve_dtype(dtype, torch_device)
         parts = load_components(paths, device=torch_device, dtype=torch_dtype, turbo=turbo)
         return cls(**parts, device=torch_device, dtype=torch_dtype, turbo=turbo)
+
+    def compile(self, mode: str = "reduce-overhead") -> "SeeSRPipeline":
+        """torch.compile ControlNet + UNet as one graph. With CUDA graphs ("reduce-overhead")
+        this removes the per-kernel launch cost that dominates a 64x64-latent step on a fast
+        GPU. The first image of each tile shape pays the compile time: worth it for batches."""
+        compiled = torch.compile(controlled_noise, mode=mode, dynamic=False)
+
+        def forward(*args):
+            if mode in ("reduce-overhead", "max-autotune"):
+                torch.compiler.cudagraph_mark_step_begin()  # the last output was consumed
+            return compiled(*args)
+
+        self._forward = forward
+        return self
 
     def __call__(self, image: Image.Image, settings: UpscaleSettings = UpscaleSettings(), **kwargs) -> Image.Image:
         return self.upscale(image, settings, **kwargs).image
@@ -267,8 +282,8 @@ class SeeSRPipeline:
         timesteps = timesteps_for(scheduler, settings.num_steps, self.device)
         if settings.start == "noise":
             latents = latents * scheduler.init_noise_sigma
-        denoiser = GuidedDenoiser(self.unet, self.controlnet, cond,
-                                  guidance=settings.guidance_scale, conditioning_scale=settings.conditioning_scale)
+        denoiser = GuidedDenoiser(self.unet, self.controlnet, cond, guidance=settings.guidance_scale,
+                                  conditioning_scale=settings.conditioning_scale, forward=self._forward)
         total, tiles = len(timesteps), len(boxes)
         progress = {"step": 0, "tile": 0}
 
