@@ -194,6 +194,10 @@ def upscale(
         "--devices", rich_help_panel=_WTS, metavar="LIST",
         help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu (docs/CLI.md: several machines).")] = None,
     dtype: Dtype = "auto",
+    compile_models: Annotated[bool, typer.Option(
+        "--compile", rich_help_panel=_WTS,
+        help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
+             "one-off compile of about 1-2 minutes; for batches.")] = False,
     weights: Weights = None,
     sd2_repo: Sd2Repo = None,
     json_out: JsonOut = False,
@@ -215,7 +219,7 @@ def upscale(
     if devices is not None and any(job.action == RUN for job in jobs):
         return launch_devices(devices, ctx, say=partial(note_line, Console(stderr=True)))
     team = join_team(settings.device)  # None unless one of several processes (accelerate launch, --devices)
-    loader = _LazyPipeline(settings, weights, sd2_repo)
+    loader = _LazyPipeline(settings, weights, sd2_repo, compile_models)
     return _run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team)
 
 
@@ -232,8 +236,10 @@ def _show_plan(jobs, json_out: bool) -> int:
 class _LazyPipeline:
     """Resolves the weights and loads the models on first use: a batch with nothing to run loads nothing."""
 
-    def __init__(self, settings: UpscaleSettings, weights_dir: Path | None, sd2_repo: str | None):
+    def __init__(self, settings: UpscaleSettings, weights_dir: Path | None, sd2_repo: str | None,
+                 compile_models: bool = False):
         self.settings, self.weights_dir, self.sd2_repo = settings, weights_dir, sd2_repo
+        self.compile_models = compile_models
         self.view: BatchProgress | None = None
         self._pipe = None
 
@@ -250,6 +256,8 @@ class _LazyPipeline:
 
             self._pipe = SeeSRPipeline.from_pretrained(paths, device=self.settings.device,
                                                        dtype=self.settings.dtype, turbo=self.settings.turbo)
+            if self.compile_models:
+                self._pipe.compile()
         return self._pipe
 
 

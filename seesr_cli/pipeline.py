@@ -115,14 +115,14 @@ class SeeSRPipeline:
         parts = load_components(paths, device=torch_device, dtype=torch_dtype, turbo=turbo)
         return cls(**parts, device=torch_device, dtype=torch_dtype, turbo=turbo)
 
-    def compile(self, mode: str = "reduce-overhead") -> "SeeSRPipeline":
+    def compile(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> "SeeSRPipeline":
         """torch.compile ControlNet + UNet as one graph. With CUDA graphs ("reduce-overhead")
         this removes the per-kernel launch cost that dominates a 64x64-latent step on a fast
         GPU. The first image of each tile shape pays the compile time: worth it for batches."""
-        compiled = torch.compile(controlled_noise, mode=mode, dynamic=False)
+        compiled = torch.compile(controlled_noise, mode=mode, backend=backend, dynamic=False)
 
         def forward(*args):
-            if mode in ("reduce-overhead", "max-autotune"):
+            if backend == "inductor" and mode in ("reduce-overhead", "max-autotune"):
                 torch.compiler.cudagraph_mark_step_begin()  # the last output was consumed
             return compiled(*args)
 

@@ -160,3 +160,13 @@ def test_non_finite_reduced_precision_is_redone_in_fp32(tiny_weight_paths, monke
     assert any("redone in fp32" in note for note in result.notes)
     assert np.isfinite(np.asarray(result.image, dtype=np.float32)).all()
     assert pipe.unet.dtype == torch.bfloat16 and pipe.dtype == torch.bfloat16
+
+
+def test_compiled_forward_is_the_same_network(tiny_weight_paths):
+    """`compile` routes every step through one compiled ControlNet+UNet function (here the
+    "eager" backend: the wiring, not Inductor, is under test) and changes no pixel."""
+    pipe = SeeSRPipeline.from_pretrained(tiny_weight_paths, device="cpu")
+    image = lr_image(24, 16, seed=9)
+    plain = run(pipe, image, seed=2).image
+    pipe.compile(mode=None, backend="eager")
+    assert same(plain, run(pipe, image, seed=2).image)
