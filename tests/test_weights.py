@@ -16,9 +16,7 @@ import pytest
 import torch
 from fakehub import (
     SD2_REPO,
-    build_fake_hub_cache,
     build_official_layout,
-    build_tiny_components,
     sha256,
     write_sources_override,
 )
@@ -30,16 +28,6 @@ from seesr_cli.models.dape import DAPE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALL_PARTS = ("sd2", "unet", "controlnet", "dape_lora", "ram", "tags", "thresholds", "turbo")
-
-
-@pytest.fixture(scope="session")
-def tiny_components(reference_dir, tmp_path_factory):
-    return build_tiny_components(tmp_path_factory.mktemp("tiny"), reference_dir)
-
-
-@pytest.fixture(scope="session")
-def fake_hub(tiny_components, tmp_path_factory):
-    return build_fake_hub_cache(tmp_path_factory.mktemp("fakehub") / "hub", tiny_components)
 
 
 @pytest.fixture
