@@ -73,25 +73,34 @@ class GuidedDenoiser:
         self.conditioning_scale = conditioning_scale
         self.dtype = unet.dtype
         self.forward = forward
+        self._embeds: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _batch_embeds(self, tiles: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text and DAPE states of a tile batch, both CFG branches stacked: built once, reused every step."""
+        key = tuple(tiles)
+        if key not in self._embeds:
+            cond = self.cond
+            rows = cond.rows(tiles)
+            text, image = cond.prompt_embeds[rows], cond.image_embeds[rows]
+            if cond.negative_embeds is not None:
+                # Unconditional branch first, as the official pipeline orders it; the soft
+                # prompt is the same for both branches.
+                text = torch.cat([cond.negative_embeds.expand(len(tiles), -1, -1), text])
+                image = torch.cat([image, image])
+            self._embeds[key] = (text, image)
+        return self._embeds[key]
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, boxes: list[Box], tiles: list[int]) -> torch.Tensor:
         """Guided noise for a batch of latent crops (N x 4 x h x w), float32 out."""
-        cond = self.cond
-        rows = cond.rows(tiles)
-        text = cond.prompt_embeds[rows]
-        image = cond.image_embeds[rows]
-        control = torch.cat([_crop(cond.control, box.scaled(8)) for box in boxes])
+        text, image = self._batch_embeds(tiles)
+        control = torch.cat([_crop(self.cond.control, box.scaled(8)) for box in boxes])
         sample = latents.to(self.dtype)
-        if cond.negative_embeds is not None:
-            # Unconditional branch first, as the official pipeline orders it.
-            n = len(tiles)
-            text = torch.cat([cond.negative_embeds.expand(n, -1, -1), text])
-            image = torch.cat([image, image])  # the soft prompt is the same for both branches
+        if self.cond.negative_embeds is not None:
             control = torch.cat([control, control])
             sample = torch.cat([sample, sample])
         noise = self.forward(self.unet, self.controlnet, sample, t, text, image, control.to(self.dtype),
                              self.conditioning_scale).float()
-        if cond.negative_embeds is None:
+        if self.cond.negative_embeds is None:
             return noise
         uncond, text_cond = noise.chunk(2)
         return uncond + self.guidance * (text_cond - uncond)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 
@@ -16,14 +14,6 @@ def compose_prompt(tags: str, user_prompt: str = "", added_prompt: str = "") -> 
     string rather than tidy it.
     """
     return f"{tags}, {user_prompt}," + added_prompt
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """Positive prompts (one per tile, or one global) and the shared negative prompt."""
-
-    positive: tuple[str, ...]
-    negative: str
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
