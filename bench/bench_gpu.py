@@ -88,7 +88,7 @@ def bench_dtype(parts: dict, name: str, args, device: torch.device) -> float:
     sync(device)
     pipe = SeeSRPipeline(**parts, device=device, dtype=dtype)
     weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    settings = UpscaleSettings(steps=args.steps, seed=args.seed, device=str(device), dtype=name)
+    settings = UpscaleSettings(steps=args.steps, seed=args.seed)
     lr = max(1, args.size // 4)
     image = lr_image(lr, lr, seed=args.seed)
     print(f"[{name}] {lr * 4}x{lr * 4} output, {args.steps} steps", flush=True)
@@ -119,7 +119,7 @@ def bench_large(parts: dict, args, device: torch.device) -> None:
     weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     lr = max(1, args.large_size // 4)
     image = lr_image(lr, lr, seed=args.seed)
-    settings = UpscaleSettings(steps=args.large_steps, seed=args.seed, device=str(device), dtype=name)
+    settings = UpscaleSettings(steps=args.large_steps, seed=args.seed)
     print(f"[{name}] {lr * 4}x{lr * 4} output, {args.large_steps} steps", flush=True)
     reset_peak(device)
     if not args.quick:

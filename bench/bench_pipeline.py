@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  built in {time.perf_counter() - start:.1f} s: "
           + ", ".join(f"{name} {count / 1e6:.0f}M" for name, count in counts.items()), flush=True)
     pipe = SeeSRPipeline(**parts, device=device, dtype=dtype)
-    settings = UpscaleSettings(scale=args.scale, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype)
+    settings = UpscaleSettings(scale=args.scale, steps=args.steps, seed=args.seed)
 
     if not args.no_warmup:  # small: process size 64 -> latent 8x8; DAPE and text encoder still full size
         start = time.perf_counter()

@@ -79,7 +79,7 @@ def child(args: argparse.Namespace) -> dict:
     pipe = SeeSRPipeline(**_models.tiny_components(device, "fp32", reference=args.reference), device=device,
                          dtype=torch.float32)
     settings = UpscaleSettings(steps=args.steps, tile_size=args.tile_size, tile_overlap=args.overlap,
-                               tile_batch=args.tile_batch, device="cpu", dtype="fp32")
+                               tile_batch=args.tile_batch)
     pipe.upscale(lr_image(32, 32, seed=1), settings.with_(steps=1))  # warm-up: 512x512 output
     reset = _reset_peak()
     baseline = (_status_kb("VmRSS") or 0) * 1024

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 try:
-    from seesr_cli.imageio import LoadedImage, save_image
+    from seesr_cli.io import LoadedImage, save_image
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from seesr_cli.imageio import LoadedImage, save_image
+    from seesr_cli.io import LoadedImage, save_image
 
 RNG_SEED = 2024
 

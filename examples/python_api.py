@@ -17,9 +17,9 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seesr_cli.errors import SeesrError
-from seesr_cli.imageio import load_image, save_image
+from seesr_cli.io import load_image, save_image
 from seesr_cli.pipeline import ProgressEvent, SeeSRPipeline
-from seesr_cli.settings import UpscaleSettings
+from seesr_cli.settings import LoadOptions, UpscaleSettings
 from seesr_cli.weights import resolve_weights
 
 
@@ -38,14 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    # 1. Settings: one frozen, validated dataclass (a bad value raises UsageError naming it).
-    settings = UpscaleSettings(scale=args.scale, steps=args.steps, seed=42, device=args.device)
+    # 1. Settings: what an image gets (frozen, validated: a bad value raises UsageError naming it),
+    #    apart from how the pipeline is loaded (device, dtype, turbo, compile).
+    settings = UpscaleSettings(scale=args.scale, steps=args.steps, seed=42)
+    load = LoadOptions(device=args.device)
 
     # 2. Weights: the Hugging Face cache (downloaded once), or SEESR_WEIGHTS / weights_dir=...
     paths = resolve_weights(weights_dir=None)
 
     # 3. The pipeline loads once and serves any number of images.
-    pipe = SeeSRPipeline.from_pretrained(paths, device=settings.device, dtype=settings.dtype)
+    pipe = SeeSRPipeline.from_pretrained(paths, load)
     print(f"device {pipe.device}, dtype {pipe.dtype}")
 
     # 4. One image: load (alpha, grayscale, bit depth, ICC and EXIF are kept aside), upscale the

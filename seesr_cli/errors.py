@@ -12,9 +12,13 @@ class SeesrError(Exception):
 
 
 class UsageError(SeesrError):
-    """Bad options or settings (a value out of range, an unknown choice)."""
+    """Bad options or settings (a value out of range, an unknown choice): the user's command was wrong."""
 
     exit_code = 2
+
+
+class InternalError(SeesrError):
+    """An invariant of our own code does not hold: a bug in seesr-cli, never the user's input."""
 
 
 class InputImageError(SeesrError):
@@ -50,6 +54,10 @@ class UnsafeCheckpointError(WeightsError):
     """A pickle holds something other than tensors and plain containers."""
 
 
+class ModelLoadError(SeesrError):
+    """The models could not be loaded: every image would fail alike, so a batch stops."""
+
+
 class DeviceOutOfMemory(SeesrError):
     """Raised (or translated from the backend's OOM) when a tile batch does not fit."""
 
@@ -62,3 +70,9 @@ class Cancelled(SeesrError):
     """The user stopped the run (Ctrl-C); raised between steps."""
 
     exit_code = 130
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line, for the cause in an error message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -1,7 +1,9 @@
-"""Run settings: one frozen, validated dataclass, passed explicitly.
+"""Settings, as two frozen, validated dataclasses passed explicitly.
 
-Defaults are the official `test_seesr.py` ones (SEESR.md section 3) unless a
-comment says why we differ.
+`UpscaleSettings` is what an image gets (it changes the pixels and is recorded in every
+result); `LoadOptions` is how the pipeline is loaded (device, dtype, turbo base, compile).
+Defaults are the official `test_seesr.py` ones (SEESR.md section 3) unless a comment says
+why we differ.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ COLOR_FIXES = ("adain", "wavelet", "none")
 STARTS = ("lr", "noise")
 TILE_PROMPTS = ("tile", "global")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+DEFAULT_GUIDANCE = 5.5
+DEFAULT_OVERLAP = 16  # latent px (official script: 4); per-tile prompts want a wider cross-fade
 
 DEFAULT_ADDED_PROMPT = "clean, high-resolution, 8k"
 DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
@@ -44,7 +48,10 @@ def _positive(name: str, value: float | int | None, *, minimum: float = 0, inclu
 
 @dataclass(frozen=True)
 class UpscaleSettings:
-    """Everything one upscale run needs to know; validated on construction."""
+    """Everything that decides an image's pixels; validated on construction.
+
+    None means "the model's default" (e.g. 2 steps and no guidance for SeeSR-Turbo): the
+    pipeline fills those in with `resolved(turbo)` before running, and records that."""
 
     scale: float = 4.0
     process_size: int = 512
@@ -57,7 +64,6 @@ class UpscaleSettings:
     conditioning_scale: float = 1.0
     start: str = "lr"
     sampler: str = "ddpm"
-    turbo: bool = False
     color_fix: str = "adain"
     # Latent tiling, in latent pixels (x8 in the image). None: 96 as the official
     # script, capped by what fits in device memory.
@@ -68,8 +74,6 @@ class UpscaleSettings:
     vae_encoder_tile: int = 1024  # image pixels, official
     vae_decoder_tile: int = 224  # latent pixels, official
     tag_threshold: float | None = None  # None: DAPE's per-class thresholds
-    device: str = "auto"
-    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         _positive("scale", self.scale, minimum=1, inclusive=True)
@@ -92,34 +96,24 @@ class UpscaleSettings:
         _choice("color_fix", self.color_fix, COLOR_FIXES)
         _choice("start", self.start, STARTS)
         _choice("tile_prompts", self.tile_prompts, TILE_PROMPTS)
-        _choice("dtype", self.dtype, DTYPES)
         if self.tile_size is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile_size:
             raise UsageError(
                 f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})"
             )
 
-    @property
-    def num_steps(self) -> int:
-        if self.steps is not None:
-            return self.steps
-        return TURBO_STEPS if self.turbo else DEFAULT_STEPS[self.sampler]
-
-    @property
-    def guidance_scale(self) -> float:
-        if self.guidance is not None:
-            return self.guidance
-        return 1.0 if self.turbo else 5.5
-
-    @property
-    def overlap(self) -> int:
-        if self.tile_overlap is not None:
-            return self.tile_overlap
-        return TURBO_OVERLAP if self.turbo else 16
+    def resolved(self, turbo: bool = False) -> "UpscaleSettings":
+        """Every model default filled in (steps, guidance, overlap), for a pipeline loaded with `turbo`."""
+        steps = self.steps if self.steps is not None else (TURBO_STEPS if turbo else DEFAULT_STEPS[self.sampler])
+        guidance = self.guidance if self.guidance is not None else (1.0 if turbo else DEFAULT_GUIDANCE)
+        overlap = self.tile_overlap
+        if overlap is None:
+            overlap = TURBO_OVERLAP if turbo else DEFAULT_OVERLAP
+        return replace(self, steps=steps, guidance=guidance, tile_overlap=overlap)
 
     @property
     def use_cfg(self) -> bool:
         """Classifier-free guidance at 1.0 is the conditional branch alone: skip the other."""
-        return self.guidance_scale != 1.0
+        return self.guidance is None or self.guidance != 1.0
 
     def with_(self, **changes: Any) -> "UpscaleSettings":
         return replace(self, **changes)
@@ -134,3 +128,23 @@ class UpscaleSettings:
         if unknown:
             raise UsageError(f"unknown settings: {', '.join(unknown)}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the pipeline is loaded: where it runs, in what precision, on which base.
+
+    device: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps. dtype: auto (fp16
+    on accelerators as the official script, fp32 on the CPU), fp32, fp16 or bf16. turbo: the
+    SD-Turbo base (official test_seesr_turbo.py). compile: torch.compile ControlNet + UNet.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    turbo: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("dtype", self.dtype, DTYPES)
+        if not isinstance(self.device, str) or not self.device:
+            raise UsageError(f"device must be a name such as auto, cpu or cuda:0; got {self.device!r}")

@@ -8,10 +8,9 @@ The encoder is transformers' `SwinModel`; the tagging head is written here.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 from seesr_cli.errors import WeightsError
-from seesr_cli.models.checkpoints import convert_ram, load_pickle_state_dict, read_tag_list, read_thresholds
+from seesr_cli.weights.compact import convert_files, read_dape_file, write_dape_file
+from seesr_cli.weights.convert import HEAD_HEADS, convert_ram
 
-FORMAT = "seesr-dape/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-HEAD_HEADS = 4  # q2l_config.json num_attention_heads: the one size tensor shapes cannot tell
 BERT_LN_EPS = 1e-12  # q2l_config.json layer_norm_eps
 
 
@@ -198,54 +196,30 @@ class DAPE(nn.Module):
                          thresholds: str | Path, head_heads: int = HEAD_HEADS) -> DAPE:
         """From the official files: `ram_swin_large_14m.pth` (only its "model" entry is read),
         `DAPE.pth` (None: plain RAM), `ram_tag_list.txt` and the thresholds (.txt or .py list)."""
-        ram_state = load_pickle_state_dict(ram, entry="model")
-        # DAPE.pth is a flat dict; basicsr-style {"params": ...} wrappers are accepted too.
-        lora_state = load_pickle_state_dict(lora, entry="params") if lora is not None else None
-        tag_list, limits = read_tag_list(tags), read_thresholds(thresholds)
+        state, tag_list, limits = convert_files(Path(ram), None if lora is None else Path(lora), Path(tags),
+                                                Path(thresholds))
+        # Own the memory: views into memory-mapped pickles or into fused qkv tensors must not leak out.
+        state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in state.items()}
         try:
-            return cls.from_state_dicts(ram_state, lora_state, tag_list, limits, head_heads)
+            return cls.from_state_dict(state, tag_list, limits, head_heads)
         except WeightsError as exc:
             sources = ", ".join(str(p) for p in (ram, lora, tags, thresholds) if p is not None)
             raise WeightsError(f"{exc} (loading {sources})") from exc
 
     def save(self, path: str | Path) -> None:
-        """One safetensors file: merged weights, with config, tags and thresholds in its metadata."""
-        from safetensors.torch import save_file
-
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        metadata = {
-            "format": FORMAT,
-            "config": json.dumps(asdict(self.config)),
-            "tags": json.dumps(list(self.tag_list)),
-            "thresholds": json.dumps(self.thresholds.tolist()),  # float32 -> repr -> float32 is exact
-        }
-        save_file(tensors, str(path), metadata=metadata)
+        """One safetensors file (`weights.compact`): merged weights, tags and thresholds."""
+        write_dape_file(Path(path), self.state_dict(), self.tag_list, self.thresholds.tolist(), self.config.head_heads)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DAPE:
-        """Read a file written by `save`; weights go straight to `device`, cast to `dtype` if given."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise WeightsError(f"{path}: not a DAPE file written by seesr-cli (format {metadata.get('format')!r})")
-            raw = json.loads(metadata["config"])
-            config = DAPEConfig(**{**raw, "depths": tuple(raw["depths"]), "num_heads": tuple(raw["num_heads"])})
-            tags, thresholds = json.loads(metadata["tags"]), json.loads(metadata["thresholds"])
-            tensors = load_file(str(path), device=str(device or "cpu"))
-        except WeightsError:
-            raise
-        except Exception as exc:  # safetensors raises its own error types; OSError for missing files
-            raise WeightsError(f"{path}: cannot read the DAPE weights ({exc})") from exc
+        """Read a file written by `save` (or the weights' conversion); weights go straight to `device`."""
+        tensors, tags, thresholds, head_heads = read_dape_file(Path(path), device=str(device or "cpu"))
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        model = cls.from_state_dict(tensors, tags, thresholds, config.head_heads)
-        if model.config != config:
-            raise WeightsError(f"{path}: stored config does not match the stored tensors")
+        try:
+            model = cls.from_state_dict(tensors, tags, thresholds, head_heads)
+        except WeightsError as exc:
+            raise WeightsError(f"{path}: {exc}; delete it to convert again") from exc
         return model.to(device or "cpu")
 
     # ------------------------------------------------------------------ inference
@@ -304,12 +278,17 @@ class DAPE(nn.Module):
         embeds, logits = self.forward(x)
         return embeds, logits.float().sigmoid()
 
+    def tag_scores(self, probs: Tensor, threshold: float | None = None) -> list[list[tuple[str, float]]]:
+        """Per image, the (tag, probability) pairs that are on, in vocabulary order: a tag is on where its
+        probability exceeds its own threshold (RAM's class thresholds), or the global `threshold`."""
+        probs = probs.float().cpu()
+        limits = self.thresholds if threshold is None else torch.full_like(self.thresholds, threshold)
+        return [[(self.tag_list[i], float(row[i])) for i in (row > limits).nonzero().flatten().tolist()]
+                for row in probs]
+
     def hard_prompts(self, probs: Tensor, threshold: float | None = None) -> list[str]:
-        """One ", "-joined tag string per image, in vocabulary order: tags whose probability exceeds
-        their own threshold (RAM's class thresholds) or the global `threshold` when given."""
-        limits = self.thresholds.to(probs.device) if threshold is None else torch.full_like(self.thresholds, threshold)
-        on = (probs.float() > limits.to(probs.device)).cpu()
-        return [", ".join(self.tag_list[i] for i in row.nonzero().flatten().tolist()) for row in on]
+        """One ", "-joined tag string per image (the hard prompt), in vocabulary order."""
+        return [", ".join(tag for tag, _ in row) for row in self.tag_scores(probs, threshold)]
 
     def tags(self, x: Tensor, threshold: float | None = None) -> list[str]:
         return self.hard_prompts(self.probabilities(x), threshold)

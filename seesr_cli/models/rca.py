@@ -25,7 +25,7 @@ IMAGE_CROSS_ATTENTION_DIM = 512  # DAPE's image_proj width; a constructor defaul
 
 
 @dataclass(frozen=True)
-class Conditioning:
+class AttentionStates:
     """What every cross-attention block attends to during one forward call."""
 
     text: torch.Tensor  # CLIP text states, B x 77 x 1024
@@ -61,7 +61,7 @@ def has_cross_attention(block: nn.Module | None) -> bool:
 
 def conditioning_for(
     model: nn.Module, text: torch.Tensor, image: torch.Tensor | None, dtype: torch.dtype
-) -> Conditioning:
+) -> AttentionStates:
     """Check and cast the states (DAPE may run in another precision than the UNet)."""
     if not getattr(model.config, "use_image_cross_attention", False):
         image = None  # a plain UNet has nothing that reads them
@@ -69,7 +69,7 @@ def conditioning_for(
         raise ValueError(
             f"{type(model).__name__} needs image_encoder_hidden_states (the DAPE soft prompts, B x 145 x 512)"
         )
-    return Conditioning(text=text.to(dtype), image=None if image is None else image.to(dtype))
+    return AttentionStates(text=text.to(dtype), image=None if image is None else image.to(dtype))
 
 
 def embed_timestep(model: nn.Module, sample: torch.Tensor, timestep: torch.Tensor | float | int) -> torch.Tensor:
@@ -89,7 +89,7 @@ def _resnet(block: nn.Module, resnet: nn.Module, hidden: torch.Tensor, temb: tor
     return resnet(hidden, temb)
 
 
-def _attend(block: nn.Module, i: int, hidden: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+def _attend(block: nn.Module, i: int, hidden: torch.Tensor, cond: AttentionStates) -> torch.Tensor:
     """Text attention i, then (when the block has RCA) image attention i."""
     hidden = block.attentions[i](hidden, encoder_hidden_states=cond.text, return_dict=False)[0]
     image_attentions = getattr(block, "image_attentions", None)
@@ -99,7 +99,7 @@ def _attend(block: nn.Module, i: int, hidden: torch.Tensor, cond: Conditioning) 
 
 
 def run_down_block(
-    block: nn.Module, hidden: torch.Tensor, temb: torch.Tensor, cond: Conditioning
+    block: nn.Module, hidden: torch.Tensor, temb: torch.Tensor, cond: AttentionStates
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """One down block; returns the new hidden state and the skip connections it produced."""
     if not has_cross_attention(block):
@@ -116,7 +116,7 @@ def run_down_block(
 
 
 def run_down_blocks(
-    blocks: Sequence[nn.Module], hidden: torch.Tensor, temb: torch.Tensor, cond: Conditioning
+    blocks: Sequence[nn.Module], hidden: torch.Tensor, temb: torch.Tensor, cond: AttentionStates
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """All down blocks; the skips start with the conv_in output, as in diffusers."""
     skips: tuple[torch.Tensor, ...] = (hidden,)
@@ -127,7 +127,7 @@ def run_down_blocks(
 
 
 def run_mid_block(
-    block: nn.Module | None, hidden: torch.Tensor, temb: torch.Tensor, cond: Conditioning
+    block: nn.Module | None, hidden: torch.Tensor, temb: torch.Tensor, cond: AttentionStates
 ) -> torch.Tensor:
     """resnet0 -> (attentions[i] -> image_attentions[i] -> resnet i+1)*."""
     if block is None:
@@ -145,7 +145,7 @@ def run_up_block(
     hidden: torch.Tensor,
     skips: tuple[torch.Tensor, ...],
     temb: torch.Tensor,
-    cond: Conditioning,
+    cond: AttentionStates,
     upsample_size: torch.Size | None,
 ) -> torch.Tensor:
     """One up block, consuming `skips` from the last (deepest) one."""
@@ -161,7 +161,7 @@ def run_up_block(
 
 def run_up_blocks(
     blocks: Sequence[nn.Module], hidden: torch.Tensor, skips: tuple[torch.Tensor, ...], temb: torch.Tensor,
-    cond: Conditioning,
+    cond: AttentionStates,
 ) -> torch.Tensor:
     """All up blocks. Like diffusers, pass explicit upsample sizes when the latent is not a multiple
     of the total down-sampling factor, so every up-sampled map matches its skip connection."""

@@ -1,0 +1,73 @@
+"""Build every pipeline component from resolved weight folders (`seesr_cli.weights.WeightPaths`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from seesr_cli.errors import WeightsError
+
+
+def _quiet_libraries() -> None:
+    """Library code never prints: silence the loaders' own progress bars and notices."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _scheduler_config(folder: Path) -> dict:
+    path = folder / "scheduler" / "scheduler_config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot read the scheduler config ({exc})") from exc
+
+
+def load_components(paths, *, device: torch.device, dtype: torch.dtype, turbo: bool = False) -> dict:
+    """Tokenizer, text encoder, VAE, SeeSR UNet + ControlNet, DAPE and the scheduler config.
+
+    Turbo (official test_seesr_turbo.py): text encoder, VAE, scheduler and base UNet
+    from sd-turbo, with SeeSR's image attentions laid over that UNet.
+    """
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from seesr_cli.models import DAPE, SeeSRControlNet, SeeSRUNet
+
+    _quiet_libraries()
+    base = Path(paths.turbo if turbo else paths.sd2)
+    if turbo and paths.turbo is None:
+        raise WeightsError("turbo weights (stabilityai/sd-turbo) are not available; run `seesr download --turbo`")
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=dtype)
+        if turbo:
+            unet = SeeSRUNet.from_turbo(base / "unet", Path(paths.unet), torch_dtype=dtype)
+        else:
+            unet = SeeSRUNet.from_pretrained(Path(paths.unet), torch_dtype=dtype)
+        controlnet = SeeSRControlNet.from_pretrained(Path(paths.controlnet), torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot load the diffusion weights: {exc}") from exc
+    # DAPE stays in fp32 on every device: its tags compare probabilities with
+    # per-class thresholds, and reduced precision would flip tags near them.
+    dape = DAPE.load(Path(paths.dape))
+    for model in (text_encoder, vae, unet, controlnet, dape):
+        model.to(device)
+        model.eval()
+        model.requires_grad_(False)
+    return {
+        "unet": unet,
+        "controlnet": controlnet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler_config": _scheduler_config(base),
+        "dape": dape,
+    }

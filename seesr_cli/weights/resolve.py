@@ -1,0 +1,144 @@
+"""Find every part a run needs (Hub cache or an official-layout folder), verify it, convert DAPE.
+
+`--weights DIR` (SEESR_WEIGHTS) reads a hand-downloaded folder in the official layout;
+otherwise the Hugging Face cache, downloading what is missing unless offline. Missing
+parts are reported together, in one message that says how to get them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from seesr_cli.errors import UsageError, WeightsError
+from seesr_cli.weights.cache import CacheDirs, cache_dirs, is_offline
+from seesr_cli.weights.compact import compact_dape
+from seesr_cli.weights.hub import Located, NotFound, Progress, from_hub
+from seesr_cli.weights.manifest import DAPE_KEYS, LOCAL_NAME, LOCAL_OPTIONAL, LOCAL_ROOT, SEESR_KEYS, Source, sources
+from seesr_cli.weights.verify import VerifiedRecord, verify
+
+
+def _from_layout(src: Source, weights_dir: Path) -> Located | None:
+    root = weights_dir / LOCAL_ROOT.get(src.key, "")
+    files = (LOCAL_NAME[src.key],) if src.key in LOCAL_NAME else src.files
+    if all((root / f).is_file() for f in files):
+        return Located(src, root, files, local=True)
+    if src.key in LOCAL_OPTIONAL:
+        return None
+    missing = [f for f in files if not (root / f).is_file()]
+    raise NotFound(f"not in {root} (missing {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+
+
+def locate(src: Source, *, weights_dir: Path | None, dirs: CacheDirs, mode: str,
+            progress: Progress | None) -> Located:
+    """mode "local": cache or DIR only; "fill": the cache first, the Hub for what is missing;
+    "refresh": ask the Hub first (`seesr download`), the cache when it cannot be reached."""
+    if weights_dir is not None:
+        found = _from_layout(src, weights_dir)
+        if found is not None:
+            return found
+    if mode == "refresh" and not is_offline():
+        return from_hub(src, dirs, online=True, progress=progress)
+    try:
+        return from_hub(src, dirs, online=False, progress=progress)
+    except NotFound:
+        if mode == "local" or is_offline():
+            raise
+    return from_hub(src, dirs, online=True, progress=progress)
+
+
+def _locate_all(keys: Iterable[str], table: dict[str, Source], *, weights_dir: Path | None,
+                dirs: CacheDirs, mode: str, progress: Progress | None) -> dict[str, Located]:
+    """Every part, or ONE WeightsError naming every part that is missing and how to get it."""
+    found: dict[str, Located] = {}
+    failures: list[tuple[Source, NotFound]] = []
+    for key in keys:
+        try:
+            found[key] = locate(table[key], weights_dir=weights_dir, dirs=dirs, mode=mode, progress=progress)
+        except NotFound as exc:
+            failures.append((table[key], exc))
+    if failures:
+        raise WeightsError(_missing_message(failures, dirs))
+    return found
+
+
+def _missing_message(failures: list[tuple[Source, NotFound]], dirs: CacheDirs) -> str:
+    lines = [f"missing weights ({len(failures)} part{'s' if len(failures) > 1 else ''}):"]
+    lines += [f"  - {src.what}: {exc}" for src, exc in failures]
+    if is_offline():
+        lines.append(f"HF_HUB_OFFLINE is set, so nothing was downloaded. Run `seesr download` once while online "
+                     f"(it fills {dirs.hub}),")
+    else:
+        lines.append(f"Run `seesr download` to fetch them into {dirs.hub},")
+    lines.append("or pass --weights DIR (or set SEESR_WEIGHTS) to a folder in the official layout: "
+                 "stable-diffusion-2-base/, seesr/unet/, seesr/controlnet/, DAPE.pth, ram_swin_large_14m.pth "
+                 "(see weights/README.md).")
+    if any(exc.hub_error for _, exc in failures):
+        lines.append("A repo that moved can be replaced with --sd2-repo or a SEESR_SOURCES file.")
+    return "\n".join(lines)
+
+
+def weights_folder(weights_dir: str | Path | None) -> Path | None:
+    value = weights_dir if weights_dir is not None else os.environ.get("SEESR_WEIGHTS") or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--weights {path}: not a folder (expected the official layout, see weights/README.md)")
+    return path
+
+
+@dataclass(frozen=True)
+class WeightPaths:
+    """Folders and files the models load from (`seesr_cli.pipeline.loading.load_components`)."""
+
+    sd2: Path  # text_encoder/ tokenizer/ vae/ scheduler/
+    unet: Path
+    controlnet: Path
+    dape: Path  # the compact DAPE safetensors
+    turbo: Path | None = None  # sd-turbo: the same folders plus unet/
+
+
+def _resolve(keys: tuple[str, ...], *, weights_dir: str | Path | None, sd2_repo: str | None, mode: str,
+             progress: Progress | None) -> tuple[dict[str, Located], Path]:
+    """Locate every part (one error for all that are missing), verify, then convert DAPE."""
+    dirs = cache_dirs()
+    found = _locate_all(keys, sources(sd2_repo), weights_dir=weights_folder(weights_dir), dirs=dirs,
+                        mode=mode, progress=progress)
+    record = VerifiedRecord.in_cache(dirs)
+    verify(found, record, progress)  # before anything is unpickled
+    return found, compact_dape(found, dirs, record, progress)
+
+
+def resolve_weights(*, weights_dir: str | Path | None = None, turbo: bool = False, download: bool = True,
+                    sd2_repo: str | None = None, progress: Progress | None = None) -> WeightPaths:
+    """Every part a run needs: from `weights_dir` (or SEESR_WEIGHTS) or the cache, downloading what is
+    missing unless `download` is False or HF_HUB_OFFLINE is set; verified; DAPE converted once."""
+    keys = SEESR_KEYS + (("turbo",) if turbo else ())
+    found, dape = _resolve(keys, weights_dir=weights_dir, sd2_repo=sd2_repo,
+                           mode="fill" if download else "local", progress=progress)
+    return _paths(found, dape)
+
+
+def _paths(found: dict[str, Located], dape: Path) -> WeightPaths:
+    unet, controlnet = found["unet"], found["controlnet"]
+    turbo = found["turbo"].root if "turbo" in found else None
+    return WeightPaths(found["sd2"].root, unet.root / unet.source.folder,
+                       controlnet.root / controlnet.source.folder, dape, turbo)
+
+
+def resolve_dape(*, weights_dir: str | Path | None = None, download: bool = True,
+                 progress: Progress | None = None) -> Path:
+    """Only what `seesr tag` needs: the compact DAPE file (RAM + DAPE.pth + tag files)."""
+    return _resolve(DAPE_KEYS, weights_dir=weights_dir, sd2_repo=None,
+                    mode="fill" if download else "local", progress=progress)[1]
+
+
+def download_all(*, turbo: bool = False, sd2_repo: str | None = None,
+                 progress: Progress | None = None) -> WeightPaths:
+    """`seesr download`: ask the Hub for every part (new revisions included), verify, convert DAPE."""
+    keys = SEESR_KEYS + (("turbo",) if turbo else ())
+    found, dape = _resolve(keys, weights_dir=None, sd2_repo=sd2_repo, mode="refresh", progress=progress)
+    return _paths(found, dape)
