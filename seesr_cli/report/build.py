@@ -106,7 +106,7 @@ def _refresh(out: Path, hints: Mapping[str, Path], only: set[str] | None, on_pro
     cache = store.read_json(index, {})
     results, fresh = _entries.scan(out, cache)
     if fresh != cache:
-        store.write_json(index, fresh)
+        store.write_json(index, fresh, compact=True)
     chosen = [e for e in results if only is None or store.input_key(e.output) in only]
     pairs = []
     for done, entry in enumerate(chosen, 1):

@@ -61,8 +61,10 @@ def read_json(path: Path, default):
     return value if isinstance(value, type(default)) else default
 
 
-def write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8"))
+def write_json(path: Path, value, *, compact: bool = False) -> None:
+    """`compact` for the metadata cache (machine-read, large); the rest is indented for people."""
+    options = {"separators": (",", ":")} if compact else {"indent": 1}
+    atomic_write_bytes(path, json.dumps(value, ensure_ascii=False, sort_keys=True, **options).encode("utf-8"))
 
 
 @contextmanager
