@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from seesr_cli.imageio import load_image, save_image
+from seesr_cli.io import load_image, save_image
 from seesr_cli.report import (
     HIDDEN_DIR,
     REPORT_NAME,
@@ -333,7 +333,7 @@ def test_library_is_silent(batch, capsys):
 
 
 def test_report_imports_the_rest_of_seesr_cli_in_one_place():
-    package = Path(__file__).resolve().parent.parent / "seesr_cli" / "report"
+    package = Path(__file__).resolve().parents[2] / "seesr_cli" / "report"
     for path in package.glob("*.py"):
         imports = re.findall(r"^\s*(?:from|import)\s+(seesr_cli\S*)", path.read_text(), re.MULTILINE)
         assert path.name == "_io.py" or not imports, (path.name, imports)

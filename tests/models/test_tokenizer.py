@@ -17,7 +17,7 @@ import torch
 from seesr_cli.errors import WeightsError
 from seesr_cli.models.tokenizer import OfficialCLIPTokenizer
 
-OFFICIAL = json.loads((Path(__file__).parent / "data" / "tokenizer_official_ids.json").read_text(encoding="utf-8"))
+OFFICIAL = json.loads((Path(__file__).parents[1] / "data" / "tokenizer_official_ids.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
