@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "weights": _BASE | {"io", "weights"},
     "models": _BASE | {"settings", "core", "weights", "models"},
     "pipeline": _BASE | {"settings", "core", "weights", "models", "pipeline"},
-    "batch": _BASE | {"settings", "core", "io", "pipeline", "batch"},
+    "batch": _BASE | {"settings", "core", "io", "weights", "pipeline", "batch"},
     "report": _BASE | {"settings", "io", "batch", "report"},
     "scaleout": _BASE | {"settings", "core", "io", "weights", "pipeline", "batch", "scaleout"},
     "cli": _BASE | {"settings", "core", "io", "weights", "models", "pipeline", "batch", "report", "scaleout", "cli"},

@@ -5,11 +5,38 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from seesr_cli.batch.plan import Job
 from seesr_cli.batch.run import WorkDone
 from seesr_cli.errors import ModelLoadError, SeesrError
-from seesr_cli.settings import UpscaleSettings
+from seesr_cli.settings import LoadOptions, UpscaleSettings
+from seesr_cli.weights import Progress
+
+
+class PipelineLoader:
+    """Resolves the weights and loads the models on first use: a batch with nothing to run loads nothing.
+
+    `on_status` hears "loading models"; `on_weights` gets the weights' download/verify events.
+    """
+
+    def __init__(self, load: LoadOptions, *, weights_dir: Path | None = None, sd2_repo: str | None = None,
+                 on_status: Callable[[str], None] | None = None, on_weights: Progress | None = None):
+        self.load, self.weights_dir, self.sd2_repo = load, weights_dir, sd2_repo
+        self.on_status, self.on_weights = on_status, on_weights
+        self._pipe = None
+
+    def __call__(self):
+        if self._pipe is None:
+            from seesr_cli.pipeline import SeeSRPipeline
+            from seesr_cli.weights import resolve_weights
+
+            if self.on_status is not None:
+                self.on_status("loading models")
+            paths = resolve_weights(weights_dir=self.weights_dir, turbo=self.load.turbo, sd2_repo=self.sd2_repo,
+                                    progress=self.on_weights)
+            self._pipe = SeeSRPipeline.from_pretrained(paths, self.load)
+        return self._pipe
 
 
 def image_metadata(job: Job, settings: UpscaleSettings, prompts: Sequence[str], base_seed: int,

@@ -9,9 +9,8 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.console import Console
 
-from seesr_cli.batch import FAIL, RUN, OutputOptions, plan_batch, upscale_job
-from seesr_cli.cli.app import app, debug_enabled, print_json
-from seesr_cli.cli.errors import RESUME_HINT
+from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
+from seesr_cli.cli.app import app, debug_enabled
 from seesr_cli.cli.options import (
     _ADV,
     _OUT,
@@ -30,12 +29,10 @@ from seesr_cli.cli.options import (
     Turbo,
     Weights,
 )
-from seesr_cli.cli.progress import BatchProgress
-from seesr_cli.cli.signals import cancel_on_signals
-from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
+from seesr_cli.cli.run import run_upscale, show_plan
+from seesr_cli.cli.tables import note_line
 from seesr_cli.errors import UsageError
 from seesr_cli.scaleout.launch import is_main_process, launch_devices
-from seesr_cli.scaleout.shared import share_batch
 from seesr_cli.scaleout.team import join_team
 from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, LoadOptions, UpscaleSettings
 
@@ -113,74 +110,14 @@ def upscale(
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
-        return _show_plan(jobs, json_out) if is_main_process() else 0
+        return show_plan(jobs, json_out) if is_main_process() else 0
     if devices is not None and any(job.action == RUN for job in jobs):
         return launch_devices(devices, load.device, partial(_relaunch, ctx),
                               say=partial(note_line, Console(stderr=True)))
     team = join_team(load.device)  # None unless one of several processes (accelerate launch, --devices)
-    loader = _LazyPipeline(load, weights, sd2_repo)
-    return _run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
-                        debug=debug_enabled(ctx))
-
-
-def _show_plan(jobs, json_out: bool) -> int:
-    if json_out:
-        plan = [{"input": str(j.input), "output": None if j.output is None else str(j.output),
-                 "action": j.action, "reason": j.reason or None, "seed": j.seed if j.output else None} for j in jobs]
-        print_json({"plan": plan})
-    else:
-        table_console().print(plan_table(jobs))
-    return 1 if any(j.action == FAIL for j in jobs) else 0
-
-
-class _LazyPipeline:
-    """Resolves the weights and loads the models on first use: a batch with nothing to run loads nothing."""
-
-    def __init__(self, load: LoadOptions, weights_dir: Path | None, sd2_repo: str | None):
-        self.load, self.weights_dir, self.sd2_repo = load, weights_dir, sd2_repo
-        self.view: BatchProgress | None = None
-        self._pipe = None
-
-    def __call__(self):
-        if self._pipe is None:
-            from seesr_cli.weights import resolve_weights
-
-            if self.view is not None:
-                self.view.status("loading models")
-            events = self.view.weights_event if self.view is not None else None
-            paths = resolve_weights(weights_dir=self.weights_dir, turbo=self.load.turbo,
-                                    sd2_repo=self.sd2_repo, progress=events)
-            from seesr_cli.pipeline import SeeSRPipeline
-
-            self._pipe = SeeSRPipeline.from_pretrained(paths, self.load)
-        return self._pipe
-
-
-def _run_upscale(jobs, loader: _LazyPipeline, settings: UpscaleSettings, quality: int, *,
-                 json_out: bool, quiet: bool, team=None, debug: bool = False) -> int:
-    """Run this process's share of the jobs with live progress; summary, JSON and exit code.
-    With several processes only the main one draws and reports, for all (scaleout/shared.py)."""
-    err = Console(stderr=True)
-    main = team is None or team.is_main
-    with BatchProgress(err, quiet=quiet or not main, debug=debug) as view, \
-            cancel_on_signals(announce=main) as cancelled:
-        loader.view = view
-        batch = share_batch(jobs, team, view)
-        view.start(jobs)
-        work = partial(upscale_job, pipeline=loader, settings=settings, quality=quality,
-                       on_progress=batch.pipeline_event, should_cancel=cancelled)
-        report = batch.run(work, should_cancel=cancelled)
-    if report is None:  # another process reports
-        return 0
-    if json_out:
-        print_json({"images": [r.to_dict() for r in report.results], "interrupted": report.interrupted,
-                     "seconds": round(report.seconds, 3), "load_seconds": round(report.setup_seconds, 3),
-                     "exit_code": report.exit_code})
-    if not quiet:
-        table_console(stderr=json_out).print(summary_table(report))
-    if report.interrupted:
-        note_line(err, f"interrupted after {len(report.results)} of {len(jobs)} images: {RESUME_HINT}")
-    return report.exit_code
+    loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo)
+    return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
+                       debug=debug_enabled(ctx))
 
 
 def relaunch_args(ctx, device: str) -> list[str]:

@@ -490,7 +490,7 @@ def test_denoise_progress_counts_tile_passes():
 def test_a_bug_fails_its_image_and_debug_prints_its_traceback(tmp_path, monkeypatch):
     """An unexpected error in one image is reported as an internal error (not blamed on the file),
     the batch goes on, and `--debug` shows where it happened."""
-    import seesr_cli.cli.upscale as upscale_command
+    import seesr_cli.cli.run as upscale_command
     from seesr_cli.batch import WorkDone
 
     def work(job, **_):
