@@ -1,4 +1,5 @@
-"""Image files: read (`read`), write (`write`, `codecs`), metadata, formats, and the one atomic write.
+"""Image files: read (`read`: `source` opens, `pillow_read` and `tiff` decode into `planes`), write
+(`write`; `tiff` and `codecs` where Pillow cannot), metadata, formats, and the one atomic write.
 
 A leaf package: it imports nothing of seesr-cli's but `errors`, so batch, weights and the
 report can all use it.

@@ -10,7 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from seesr_cli import __version__
-from seesr_cli.io.read import LoadedImage, check_file, pillow_errors
+from seesr_cli.io import tiff
+from seesr_cli.io.read import LoadedImage
+from seesr_cli.io.source import decode_errors, is_tiff, open_input
 
 SOFTWARE = f"seesr-cli {__version__}"
 _ORIENTATION, _DESCRIPTION, _SOFTWARE_TAG = 0x0112, 0x010E, 0x0131
@@ -21,20 +23,30 @@ _EXIF_ASCII = b"ASCII\x00\x00\x00"  # UserComment character-code prefix (EXIF 2.
 def read_metadata(path: os.PathLike | str) -> dict[str, str]:
     """The metadata `save_image` stored (PNG text chunks, or the JSON in EXIF/TIFF ImageDescription)."""
     path = Path(path)
-    check_file(path)
-    with pillow_errors(path, "cannot read metadata"), Image.open(path) as im:
-        if im.format == "PNG":
-            im.load()  # text chunks after IDAT are only seen once the image is read
-            return {str(k): str(v) for k, v in im.text.items()}
-        exif = im.getexif()
-        found: dict[str, str] = {}
-        for raw in (exif.get(_DESCRIPTION), exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)):
-            found = _parse_json_object(raw)
-            if found:
-                break
-        if _SOFTWARE_TAG in exif:
-            found.setdefault("Software", str(exif[_SOFTWARE_TAG]).rstrip("\x00"))
-        return found
+    with open_input(path) as f, decode_errors(path, "cannot read metadata"):
+        if is_tiff(f):
+            description, software = tiff.read_tags(path, f)
+            found = _parse_json_object(description)
+            if software:
+                found.setdefault("Software", software.rstrip("\x00"))
+            return found
+        with Image.open(f) as im:
+            return _pillow_metadata(im)
+
+
+def _pillow_metadata(im: Image.Image) -> dict[str, str]:
+    if im.format == "PNG":
+        im.load()  # text chunks after IDAT are only seen once the image is read
+        return {str(k): str(v) for k, v in im.text.items()}
+    exif = im.getexif()
+    found: dict[str, str] = {}
+    for raw in (exif.get(_DESCRIPTION), exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)):
+        found = _parse_json_object(raw)
+        if found:
+            break
+    if _SOFTWARE_TAG in exif:
+        found.setdefault("Software", str(exif[_SOFTWARE_TAG]).rstrip("\x00"))
+    return found
 
 
 def _parse_json_object(raw) -> dict[str, str]:

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import socket
 import struct
 import zlib
+from contextlib import contextmanager
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms, ImageOps, TiffImagePlugin
+import tifffile
+from PIL import Image, ImageCms, ImageOps
 
-from seesr_cli.errors import InputImageError, UsageError
-from seesr_cli.errors import OutputExistsError, OutputWriteError
+from seesr_cli.errors import InputImageError, OutputExistsError, OutputWriteError, UsageError
 from seesr_cli.io import IMAGE_EXTENSIONS, codecs, load_image, output_format_for, read_metadata, save_image
 
 FORMATS = ("png", "jpg", "webp", "tiff")
@@ -228,23 +231,12 @@ def test_16bit_gray_alpha_png_and_tiff(tmp_path):
     back = load_image(save_image(_upscale_float(loaded), loaded, tmp_path / "out.png"))
     assert back.grayscale and np.array_equal(np.asarray(back.alpha), expected[..., 1])
     assert np.array_equal(np.round(back.float_rgb()[..., 0] * 65535), expected[..., 0])
-    # Pillow has no 16-bit gray+alpha TIFF mode: read the file's own structure.
+    # Pillow has no 16-bit gray+alpha TIFF mode: seesr reads it with tifffile, and so does tifffile itself.
     out = save_image(_upscale_float(loaded), loaded, tmp_path / "out.tif")
-    assert np.array_equal(_read_simple_tiff16(out), expected)
-
-
-def _read_simple_tiff16(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    assert data[:4] == b"II*\x00"
-    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
-    with open(path, "rb") as f:
-        f.seek(struct.unpack("<I", data[4:8])[0])
-        ifd.load(f)
-    w, h, spp = ifd[256], ifd[257], ifd[277]
-    assert ifd[258] == (16,) * spp and ifd[259] == 8 and ifd[317] == 2 and ifd[338] == (2,)
-    raw = b"".join(zlib.decompress(data[o:o + n]) for o, n in zip(ifd[273], ifd[279]))
-    delta = np.frombuffer(raw, "<u2").reshape(h, w, spp)
-    return np.cumsum(delta, axis=1, dtype=np.uint16)  # undo the horizontal predictor
+    assert np.array_equal(tifffile.imread(out), expected)
+    back = load_image(out)
+    assert back.grayscale and back.bit_depth == 16 and np.array_equal(np.asarray(back.alpha), expected[..., 1])
+    assert np.array_equal(np.round(back.float_rgb()[..., 0] * 65535), expected[..., 0])
 
 
 # ----------------------------------------------------------------------------- orientation, ICC, metadata
@@ -370,7 +362,7 @@ def _bomb_header(path: Path) -> None:
         ("big.png", lambda p: Image.fromarray(_rgb()).save(p), "exceeds the limit of 1,000", {"max_pixels": 1000}),
         ("bomb.png", _bomb_header, "decompression bomb", {}),
         ("signed.tif", lambda p: Image.fromarray(np.full((4, 4), -5, np.int32)).save(p),
-         "unsupported pixel mode 'I'", {}),
+         "signed integer samples outside 0..65535", {}),
         ("nan.tif", lambda p: Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(p), "NaN", {}),
     ],
 )
@@ -382,6 +374,56 @@ def test_bad_inputs_raise_input_image_error(tmp_path, name, make, cause, kwargs)
     message = str(info.value)
     assert name in message and cause in message and "\n" not in message
     assert info.value.path == str(path)
+
+
+@contextmanager
+def _deadline(seconds: int):
+    """Fail instead of hanging if a read blocks (a FIFO with no writer blocks a plain open)."""
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("reader", [load_image, read_metadata])
+def test_fifo_is_not_a_regular_file_and_never_blocks(tmp_path, reader):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    (tmp_path / "link.png").symlink_to(fifo)
+    for path in (fifo, tmp_path / "link.png"):
+        with _deadline(5), pytest.raises(InputImageError) as info:
+            reader(path)
+        assert str(info.value) == f"{path}: not a regular file (a named pipe)"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_fifo_swapped_in_after_the_check_never_blocks(tmp_path, monkeypatch):
+    """The file is opened non-blocking and checked again: a FIFO put there after the check is refused too."""
+    from seesr_cli.io import source
+
+    fifo = tmp_path / "late.png"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(source, "check_file", lambda path: None)
+    with _deadline(5), pytest.raises(InputImageError, match=r"late.png: not a regular file \(a named pipe\)$"):
+        load_image(fifo)
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX") or not os.path.exists("/dev/null"), reason="POSIX only")
+def test_socket_and_device_are_not_regular_files(tmp_path):
+    where = tmp_path / "s.png"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(where))
+        with pytest.raises(InputImageError, match=r"s.png: not a regular file \(a socket\)$"):
+            load_image(where)
+    with _deadline(5), pytest.raises(InputImageError, match=r"/dev/null: not a regular file \(a character device\)$"):
+        load_image("/dev/null")
 
 
 @pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root and Windows ignore mode bits")
@@ -510,7 +552,7 @@ def test_bad_quality_is_a_usage_error(tmp_path):
 
 def test_our_bugs_are_not_blamed_on_the_file(tmp_path, monkeypatch):
     """Damaged data gets a one-line cause; an error of our own decoding code propagates as itself."""
-    from seesr_cli.io import read
+    from seesr_cli.io import pillow_read
 
     path = tmp_path / "ok.png"
     Image.new("RGB", (4, 4)).save(path)
@@ -518,6 +560,6 @@ def test_our_bugs_are_not_blamed_on_the_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise TypeError("a bug of ours")
 
-    monkeypatch.setattr(read, "_decode_planes", broken)
+    monkeypatch.setattr(pillow_read, "_decode_planes", broken)
     with pytest.raises(TypeError, match="a bug of ours"):
         load_image(path)
