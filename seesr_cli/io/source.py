@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
+from tifffile import TiffFileError
 
 from seesr_cli.errors import InputImageError, one_line
 
 # What the decoders raise on damaged or truncated data (SyntaxError: "broken PNG file",
-# "not a TIFF file"; KeyError/IndexError: missing tags, bad palettes; tifffile's TiffFileError is a
-# ValueError). Anything else is a bug of ours or the library's and is not blamed on the file.
-DAMAGED_DATA = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, KeyError, IndexError)
+# "not a TIFF file"; KeyError/IndexError: missing tags, bad palettes; TiffFileError: a ValueError
+# only since tifffile 2025.9). Anything else is a bug of ours or the library's, not the file's fault.
+DAMAGED_DATA = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, KeyError, IndexError,
+                TiffFileError)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))

@@ -8,6 +8,7 @@ Pillow (`decode` returns None). tifffile's log warnings on odd files become note
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import numpy as np
 import tifffile
 from tifffile import EXTRASAMPLE, PHOTOMETRIC, SAMPLEFORMAT, TIFF
 
+from seesr_cli.errors import InputImageError
 from seesr_cli.io.planes import Decoded, check_size, float_samples, integer_samples
 
 _PHOTOMETRICS = (PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.MINISWHITE, PHOTOMETRIC.RGB)
@@ -29,6 +31,9 @@ def decode(path: Path, f: BinaryIO, max_pixels: int | None) -> Decoded | None:
     """The first page of a TIFF as planes, or None when Pillow should read it (see the module doc)."""
     notes: list[str] = []
     with _log_as_notes(notes), tifffile.TiffFile(f, name=path.name) as tif:
+        if not len(tif.pages):  # tifffile has logged why (e.g. a bad first offset): give that as the cause
+            why = next((n.removeprefix("TIFF: ") for n in notes if "contains no pages" not in n), "")
+            raise InputImageError(path, f"truncated or corrupt image data (no readable page{': ' if why else ''}{why})")
         page = tif.pages[0]
         if not _decodable(page):
             return None
@@ -112,7 +117,7 @@ def _log_as_notes(notes: list[str]) -> Iterator[None]:
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if record.thread == thread and record.levelno >= logging.WARNING:
-                text = " ".join(record.getMessage().split())
+                text = re.sub(r"^<[^>]*>\s*", "", " ".join(record.getMessage().split()))  # "<tifffile.X 'a'> "
                 notes.append(f"TIFF: {text[:157] + '...' if len(text) > 160 else text}")
 
     handler = Collect()
