@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from seesr_cli.errors import OutputExistsError, OutputWriteError, one_line
 

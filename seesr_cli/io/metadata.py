@@ -51,7 +51,7 @@ def _pillow_metadata(im: Image.Image) -> dict[str, str]:
 
 def _parse_json_object(raw) -> dict[str, str]:
     if isinstance(raw, bytes):
-        raw = raw[len(_EXIF_ASCII):] if raw.startswith(_EXIF_ASCII) else raw
+        raw = raw.removeprefix(_EXIF_ASCII)
         raw = raw.decode("utf-8", "replace")
     try:
         value = json.loads(str(raw).rstrip("\x00")) if raw else None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -29,9 +29,9 @@ def save_image(result: Image.Image | np.ndarray, loaded: LoadedImage, path: os.P
     precision): a float result is quantised once, to the output's depth, after grayscale conversion
     (ITU-R 601 luma, in float) and flattening. Alpha is upscaled in float with Lanczos to the result's
     size. 16-bit sources give 16-bit PNG/TIFF; JPEG and WebP are 8-bit. JPEG has no alpha:
-    transparent areas are flattened onto white. WebP at quality 100 is lossless. `metadata` goes into PNG iTXt chunks, or as JSON into
-    EXIF ImageDescription and UserComment (JPEG, WebP) or the TIFF ImageDescription. The file
-    appears atomically or not at all.
+    transparent areas are flattened onto white. WebP at quality 100 is lossless. `metadata` goes
+    into PNG iTXt chunks, or as JSON into EXIF ImageDescription and UserComment (JPEG, WebP) or the
+    TIFF ImageDescription. The file appears atomically or not at all.
     """
     path = Path(path)
     fmt = output_format_for(fmt if fmt is not None else path, loaded.source_format)
