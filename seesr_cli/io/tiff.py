@@ -69,7 +69,7 @@ def _planes(path: Path, page, values: np.ndarray, notes: list[str]) -> tuple[np.
     elif values.dtype.kind == "f":
         values = float_samples(path, values, notes)
     elif values.dtype not in (np.uint8, np.uint16):
-        values = integer_samples(path, values, f"TIFF sample format ({values.dtype.name})")
+        values = integer_samples(path, values, f"pixel mode ({values.dtype.name} samples)")
     color, alpha = values[..., :channels], (values[..., channels] if keep > channels else None)
     if page.photometric == PHOTOMETRIC.MINISWHITE:
         color = (1.0 - color) if color.dtype.kind == "f" else np.iinfo(color.dtype).max - color

@@ -362,7 +362,7 @@ def _bomb_header(path: Path) -> None:
         ("big.png", lambda p: Image.fromarray(_rgb()).save(p), "exceeds the limit of 1,000", {"max_pixels": 1000}),
         ("bomb.png", _bomb_header, "decompression bomb", {}),
         ("signed.tif", lambda p: Image.fromarray(np.full((4, 4), -5, np.int32)).save(p),
-         "signed integer samples outside 0..65535", {}),
+         "unsupported pixel mode (int32 samples): 32-bit or signed integer samples outside 0..65535", {}),
         ("nan.tif", lambda p: Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(p), "NaN", {}),
     ],
 )
