@@ -128,3 +128,24 @@ def test_16bit_output_of_a_16bit_gradient_has_16bit_levels(tmp_path, fmt, mode):
     eight_bit = loaded.rgb.resize((4096, 16), Image.Resampling.BICUBIC)  # what the model used to get
     old = load_image(save_image(eight_bit, loaded, tmp_path / f"old.{fmt}"))
     assert old.bit_depth == 16 and _levels(old.float_rgb()[..., 0]) <= 256
+
+
+@pytest.mark.parametrize("fmt", LOSSLESS)
+def test_float_colour_result_to_gray_is_601_luma_quantised_once(tmp_path, fmt):
+    values = smooth(W, H, 2, 16)
+    loaded = load_image(write_source(tmp_path / "in.png", values))
+    rng = np.random.default_rng(5)
+    result = rng.uniform(0, 1, (2 * H, 2 * W, 3)).astype(np.float32)
+    back = load_image(save_image(result, loaded, tmp_path / f"out.{fmt}"))
+    luma = result @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert back.grayscale and back.bit_depth == 16
+    assert np.array_equal(np.round(back.float_rgb()[..., 0] * 65535), np.round(luma * 65535))
+
+
+@pytest.mark.parametrize("bad, message", [(np.full((4, 4, 3), np.nan, np.float32), "NaN"),
+                                          (np.zeros((4, 4, 3), np.uint16), "uint8 or float")])
+def test_results_that_cannot_be_quantised_are_refused(tmp_path, bad, message):
+    loaded = load_image(write_source(tmp_path / "in.png", smooth(4, 4, 3, 16)))
+    with pytest.raises(ValueError, match=message):
+        save_image(bad, loaded, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
