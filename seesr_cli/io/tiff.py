@@ -31,10 +31,7 @@ def decode(path: Path, f: BinaryIO, max_pixels: int | None) -> Decoded | None:
     """The first page of a TIFF as planes, or None when Pillow should read it (see the module doc)."""
     notes: list[str] = []
     with _log_as_notes(notes), tifffile.TiffFile(f, name=path.name) as tif:
-        if not len(tif.pages):  # tifffile has logged why (e.g. a bad first offset): give that as the cause
-            why = next((n.removeprefix("TIFF: ") for n in notes if "contains no pages" not in n), "")
-            raise InputImageError(path, f"truncated or corrupt image data (no readable page{': ' if why else ''}{why})")
-        page = tif.pages[0]
+        page = _first_page(path, tif, notes)
         if not _decodable(page):
             return None
         check_size(path, page.imagewidth, page.imagelength, max_pixels)
@@ -47,6 +44,13 @@ def decode(path: Path, f: BinaryIO, max_pixels: int | None) -> Decoded | None:
         orientation = int(page.tags.valueof(_ORIENTATION, 1) or 1)
         return Decoded(color, alpha, page.iccprofile or None, None, orientation if 1 <= orientation <= 8 else 1,
                        "TIFF", pages, tuple(notes))
+
+
+def _first_page(path: Path, tif: tifffile.TiffFile, notes: list[str]):
+    if not len(tif.pages):  # tifffile has logged why (e.g. a bad first offset): give that as the cause
+        why = next((": " + n.removeprefix("TIFF: ") for n in notes if "contains no pages" not in n), "")
+        raise InputImageError(path, f"truncated or corrupt image data (no readable page{why})")
+    return tif.pages[0]
 
 
 def _decodable(page) -> bool:
@@ -104,8 +108,9 @@ def write(f: BinaryIO, pixels: np.ndarray, *, icc: bytes | None, description: st
 
 def read_tags(path: Path, f: BinaryIO) -> tuple[str | None, str | None]:
     """The first page's ImageDescription and Software."""
-    with _log_as_notes([]), tifffile.TiffFile(f, name=path.name) as tif:
-        page = tif.pages[0]
+    notes: list[str] = []
+    with _log_as_notes(notes), tifffile.TiffFile(f, name=path.name) as tif:
+        page = _first_page(path, tif, notes)
         return page.description or None, page.software or None
 
 

@@ -100,7 +100,8 @@ def _bicubic(rgb: np.ndarray, scale: int) -> np.ndarray:
     """A smooth "model": bicubic in float per channel, so in-between values appear."""
     h, w, _ = rgb.shape
     size = (w * scale, h * scale)
-    planes = [Image.fromarray(np.ascontiguousarray(rgb[..., i])).resize(size, Image.Resampling.BICUBIC) for i in range(3)]
+    planes = [Image.fromarray(np.ascontiguousarray(rgb[..., i])).resize(size, Image.Resampling.BICUBIC)
+              for i in range(3)]
     return np.clip(np.stack([np.asarray(p) for p in planes], -1), 0, 1)
 
 

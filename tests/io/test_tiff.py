@@ -86,6 +86,8 @@ def test_damaged_tiff_is_one_line(tmp_path, how):
     assert len(message) < len(str(path)) + 200 and "<tifffile" not in message
     if how == "header":
         assert message.endswith("(no readable page: invalid offset to first page 2147483647)")
+        with pytest.raises(InputImageError, match=r"bad.tif: truncated or corrupt image data \(no readable page: invalid offset"):
+            read_metadata(path)
 
 
 def test_tiff_variants_tifffile_reads(tmp_path):
