@@ -14,6 +14,14 @@ MODES = {"L": (1, 8), "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8),
          "L16": (1, 16), "LA16": (2, 16), "RGB16": (3, 16), "RGBA16": (4, 16)}
 
 
+def rgb8(w: int = 40, h: int = 30, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus a little noise, so lossy codecs stay close."""
+    y, x = np.mgrid[0:h, 0:w]
+    noise = np.random.default_rng(seed).integers(0, 16, (h, w, 3))
+    planes = np.stack([x * 200 / w, y * 200 / h, (x + y) * 100 / (w + h) + 60], -1) + noise
+    return planes.astype(np.uint8)
+
+
 def smooth(w: int, h: int, channels: int, bits: int, seed: int = 0) -> np.ndarray:
     """Smooth gradients plus a little noise (so lossy codecs stay close), alpha from 20% to 100%."""
     peak = (1 << bits) - 1
