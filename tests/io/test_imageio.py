@@ -1,4 +1,4 @@
-"""Image input/output: every mode round trip, bit depth, alpha, orientation, ICC, metadata, bad inputs, atomic writes.
+"""Image input/output: modes, bit depth, alpha, orientation, ICC, metadata, atomic writes (bad inputs: test_bad_inputs).
 
 The "model" here is a plain 2x PIL resize of what the model would see; 16-bit cases feed the float
 view so full precision can be checked.
