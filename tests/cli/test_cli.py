@@ -150,7 +150,7 @@ def test_version_and_help():
     (["upscale", "a.png", "--quality", "0"], "--quality"),
     (["upscale", "a.png", "--format", "gif"], "--format"),
     (["upscale", "a.png", "--bogus"], "--bogus"),
-    (["upscale", "a.png", "--weights", "no-such-folder"], "--weights no-such-folder: not a folder"),
+    (["upscale", "a.png", "--weights", "no-such-folder"], "--weights no-such-folder: does not exist"),
     (["frobnicate"], "frobnicate"),
 ])
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, args, message):

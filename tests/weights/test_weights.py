@@ -270,7 +270,7 @@ def test_official_layout_checks_the_release_checksums(tmp_path, monkeypatch, off
 
 
 def test_weights_dir_must_exist(tmp_path, offline):
-    with pytest.raises(UsageError, match="not a folder"):
+    with pytest.raises(UsageError, match="^--weights .*nope: does not exist"):
         weights.resolve_weights(weights_dir=tmp_path / "nope")
 
 
