@@ -42,6 +42,7 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
         report = batch.run(work, should_cancel=cancelled)
     if report is None:  # another process reports
         return 0
+    report.setup_seconds = max(report.setup_seconds, loader.load_seconds)  # also when every image failed
     if json_out:
         print_json({"images": [r.to_dict() for r in report.results], "interrupted": report.interrupted,
                      "seconds": round(report.seconds, 3), "load_seconds": round(report.setup_seconds, 3),

@@ -7,6 +7,8 @@ each job, classify what it raises"), no models.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -295,8 +297,9 @@ def test_runner_skips_outputs_written_meanwhile_and_clears_stale_temps(tmp_path)
     jobs = _jobs(tmp_path, 2)
     jobs[0].output.parent.mkdir(parents=True)
     jobs[0].output.write_bytes(b"another process")
-    stale = jobs[1].output.with_name(f".{jobs[1].output.name}.tmp-0badc0de")
+    stale = jobs[1].output.with_name(f".{jobs[1].output.name}.tmp-0badc0de")  # no pid: an old writer's
     stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     report = run_jobs(jobs, _writer)
     assert [r.status for r in report.results] == [SKIPPED, OK]
     assert jobs[0].output.read_bytes() == b"another process"
