@@ -9,7 +9,7 @@ from pathlib import Path
 
 from seesr_cli.batch.plan import Job
 from seesr_cli.batch.run import WorkDone
-from seesr_cli.errors import Cancelled, ModelLoadError, SeesrError
+from seesr_cli.errors import Cancelled, ModelLoadError, SeesrError, WeightsError
 from seesr_cli.settings import LoadOptions, UpscaleSettings
 from seesr_cli.weights import Progress
 
@@ -29,7 +29,6 @@ class PipelineLoader:
 
     def __call__(self):
         if self._pipe is None:
-            from seesr_cli.pipeline import SeeSRPipeline
             from seesr_cli.weights import resolve_weights
 
             if self.on_status is not None:
@@ -38,10 +37,22 @@ class PipelineLoader:
             try:
                 paths = resolve_weights(weights_dir=self.weights_dir, turbo=self.load.turbo, sd2_repo=self.sd2_repo,
                                         progress=self.on_weights)
-                self._pipe = SeeSRPipeline.from_pretrained(paths, self.load)
+                self._pipe = self._build(paths)
             finally:
                 self.load_seconds += time.perf_counter() - start
         return self._pipe
+
+    def _build(self, paths):
+        from seesr_cli.pipeline import SeeSRPipeline
+        from seesr_cli.weights.check import check_folders
+
+        try:
+            return SeeSRPipeline.from_pretrained(paths, self.load)
+        except Exception as exc:
+            problem = check_folders(paths, turbo=self.load.turbo)  # a wrong file in a folder, said plainly
+            if problem is None:
+                raise
+            raise WeightsError(problem) from exc
 
 
 def image_metadata(job: Job, settings: UpscaleSettings, prompts: Sequence[str], base_seed: int,
