@@ -43,8 +43,11 @@ class Holder:
         return f"being made by another run (pid {self.pid}{where})"
 
 
+LOCK_SUFFIX = ".seesr-lock"
+
+
 def lock_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.seesr-lock")
+    return output.with_name(f".{output.name}{LOCK_SUFFIX}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -89,8 +92,9 @@ def _stale(lock: Path, holder: Holder | None) -> bool:
 class Claim:
     """A claim this process holds; `release()` when the job ends."""
 
-    def __init__(self, lock: Path, holder: Holder):
+    def __init__(self, lock: Path, holder: Holder, made: list[Path]):
         self.lock, self.holder = lock, holder
+        self.made = made  # folders made for the lock: removed again if the job left them empty
         _refresher.add(self)
 
     def release(self) -> None:
@@ -98,12 +102,18 @@ class Claim:
         if _read(self.lock) == self.holder:  # never remove a claim that was taken over
             with contextlib.suppress(OSError):
                 self.lock.unlink()
+        for folder in self.made:  # deepest first; one holding anything stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def claim(output: Path) -> Claim | Holder | None:
     """Claim `output`: our Claim, the live Holder of another run's claim, or None when no lock
     file can be made there (a read-only folder: then the write fails and says why)."""
     lock = lock_path(output)
+    made = [p for p in (lock.parent, *lock.parent.parents) if not os.path.lexists(p)]  # deepest first
     for _ in range(5):
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +129,7 @@ def claim(output: Path) -> Claim | Holder | None:
         mine = Holder(os.getpid(), _HOST, time.time(), secrets.token_hex(8))
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump({"pid": mine.pid, "host": mine.host, "started": mine.started, "token": mine.token}, handle)
-        return Claim(lock, mine)
+        return Claim(lock, mine, made)
     return _read(lock)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from seesr_cli.batch.claim import Claim, Holder, claim, dead_temps
+from seesr_cli.batch.claim import LOCK_SUFFIX, Claim, Holder, claim, dead_temps
 from seesr_cli.batch.plan import FAIL, SKIP, Job
 from seesr_cli.errors import (
     Cancelled,
@@ -154,8 +154,9 @@ def _work(job: Job, work: Callable[[Job], WorkDone]) -> tuple[JobResult, float]:
 
 
 class _Temps:
-    """Temporary files (`.NAME.tmp-...`) beside the outputs, listed once per folder per run: a
-    killed writer's leftovers are removed, a live writer's never (batch/claim.dead_temps)."""
+    """Temporary files (`.NAME.tmp-...`) and claims beside the outputs, listed once per folder per
+    run: a killed writer's leftovers are removed, a live writer's never (batch/claim.dead_temps);
+    a dead run's claim is taken over and released."""
 
     def __init__(self):
         self._listed: dict[Path, dict[str, list[str]]] = {}
@@ -171,6 +172,8 @@ class _Temps:
             for name in names:
                 if name.startswith(".") and ".tmp-" in name:
                     by_target.setdefault(name[1:name.rindex(".tmp-")], []).append(name)
+                elif name.startswith(".") and name.endswith(LOCK_SUFFIX):  # a dead run's claim: taken over below
+                    by_target.setdefault(name[1:-len(LOCK_SUFFIX)], []).append(name)
             self._listed[folder] = by_target
         return self._listed[folder].pop(output.name, [])
 

@@ -47,12 +47,12 @@ class _Stop:
         self.flag.set()
         if not self.announce:
             return
-        try:
-            if self.say is not None:
+        if self.say is not None:
+            try:
                 self.say(STOPPING)
                 return
-        except Exception:  # noqa: BLE001 - the console is going away: fall back to a raw write
-            pass
+            except Exception:  # noqa: BLE001, S110 - the console is going away: fall back to a raw write
+                pass
         with suppress(OSError):
             os.write(2, f"\n{STOPPING}\n".encode())
 

@@ -62,8 +62,8 @@ def check_device(load: LoadOptions) -> list[str]:
                          "(measured ~100x per convolution), with no memory gain that matters here; use fp32 "
                          "(the CPU default), bf16, or a GPU")
     if load.dtype == "bf16":
-        return ["--dtype bf16 on the CPU: about 2x faster than fp32 on CPUs with bf16 instructions (AVX-512 BF16, "
-                "AMX), several times slower on others; results differ slightly from fp32 (the CPU default)"]
+        return [("--dtype bf16 on the CPU: about 2x faster than fp32 on CPUs with bf16 instructions (AVX-512 BF16, "
+                 "AMX), several times slower on others; results differ slightly from fp32 (the CPU default)")]
     return []
 
 

@@ -19,7 +19,24 @@ _HOMES = {
     "WeightStatus": "status", "describe_weights": "status",
     "sha256_file": "verify",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "DEFAULT_SD2_REPO",
+    "SOURCES",
+    "CacheDirs",
+    "Progress",
+    "Source",
+    "WeightPaths",
+    "WeightStatus",
+    "WeightsEvent",
+    "cache_dirs",
+    "describe_weights",
+    "download_all",
+    "is_offline",
+    "resolve_dape",
+    "resolve_weights",
+    "sha256_file",
+    "sources",
+]
 
 
 def __getattr__(name: str):

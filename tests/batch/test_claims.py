@@ -118,6 +118,20 @@ def test_a_stale_temp_beside_a_finished_output_is_removed(tmp_path, dead_pid):
     jobs[0].output.write_bytes(b"finished")
     stale = jobs[0].output.with_name(f".in0.png.tmp-{dead_pid}-1234")
     stale.write_bytes(b"half")
+    _lock(jobs[0].output, dead_pid)  # killed between writing and releasing its claim
     report = run_jobs(jobs, _writer)
     assert [(r.status, r.error) for r in report.results] == [(SKIPPED, "output exists")]
-    assert not stale.exists() and not lock_path(jobs[0].output).exists()
+    assert sorted(p.name for p in jobs[0].output.parent.iterdir()) == ["in0.png"]
+
+
+def test_a_failed_job_leaves_no_folder_made_for_its_claim(tmp_path):
+    from seesr_cli.batch import FAILED
+    from seesr_cli.errors import InputImageError
+
+    jobs = _jobs(tmp_path / "deep", 1)
+
+    def broken(job):
+        raise InputImageError(job.input, "truncated")
+
+    assert [r.status for r in run_jobs(jobs, broken).results] == [FAILED]
+    assert not (tmp_path / "deep").exists()

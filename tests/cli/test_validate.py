@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch  # noqa: F401 - imported once up front: the timings below measure the checks, not this import
+import torch  # imported once up front: the timings below measure the checks, not this import
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -69,8 +69,6 @@ def test_bad_options_exit_2_at_once_with_a_message_naming_the_option(args, messa
 
 
 def test_cuda_on_a_machine_without_cuda_is_refused_before_anything_loads():
-    import torch
-
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result = invoke("upscale", "a.png", "--device", "cuda")
