@@ -21,7 +21,7 @@ from seesr_cli.errors import UsageError
 from seesr_cli.settings import UpscaleSettings
 
 DEFAULT_MAX_MEGAPIXELS = 64.0  # an 8000 x 8000 px result: 169 tiles at the defaults
-DEFAULT_MAX_TILES = 512  # ~35 min of a 50-step run on a recent GPU (~4 s per 96 px tile)
+DEFAULT_MAX_TILES = 256  # a 64 MP result with --turbo (16 x 16 tiles); ~17 min of 50 steps on a GPU
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,14 @@ def test_a_1x4000_strip_is_refused_at_the_defaults_by_its_working_size():
 
 
 def test_tiles_are_counted_with_the_settings_own_tile_and_overlap():
-    # --process-size 64: 64 x 256000 px (16 MP) but 400 tiles: under the default 512, over 100
+    # --process-size 64: 64 x 256000 px (16 MP, under 64) but 400 tiles (16 min per image in issue 10)
     narrow = UpscaleSettings(process_size=64)
-    assert refusal(1, 4000, narrow, LIMITS) is None
-    reason = refusal(1, 4000, narrow, WorkLimits(max_tiles=100))
+    reason = refusal(1, 4000, narrow, LIMITS)
     assert reason.startswith("400 latent tiles of 96 px (overlap 16) for a 64 x 256000 px working image, "
-                             "over the limit of 100")
+                             "over the limit of 256")
+    assert refusal(1, 4000, narrow, WorkLimits(max_tiles=400)) is None
+    assert refusal(8000 // 4, 8000 // 4, UpscaleSettings(), LIMITS) is None  # 64 MP at the defaults: 169 tiles
+    assert refusal(8000 // 4, 8000 // 4, UpscaleSettings(), LIMITS, turbo=True) is None  # overlap 32: 256 tiles
     # overlap 95 on 96 px tiles: 11025 tiles for a 400 x 400 px image (9 at the defaults)
     assert refusal(400, 400, UpscaleSettings(), LIMITS) is None
     assert refusal(400, 400, UpscaleSettings(tile_size=96, tile_overlap=95), LIMITS).startswith("11,025 latent tiles")
