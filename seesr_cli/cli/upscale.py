@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
-from seesr_cli.batch.estimate import DEFAULT_MAX_TILES, WorkLimits, limit_work
+from seesr_cli.batch.estimate import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_TILES, WorkLimits, limit_work
 from seesr_cli.cli.app import app, debug_enabled
 from seesr_cli.cli.options import (
     _ADV,
@@ -83,7 +83,7 @@ def upscale(
     conditioning_scale: Annotated[float, _adv()] = 1.0,
     tile_batch: Annotated[Optional[int], _adv("Tiles per forward; default from free memory.")] = None,
     tag_threshold: Annotated[Optional[float], _adv("One DAPE threshold for every tag.")] = None,
-    max_megapixels: Annotated[float, _adv("Refuse images whose result or working image is larger.")] = 64.0,
+    max_megapixels: Annotated[float, _adv("Refuse larger results or working images.")] = DEFAULT_MAX_MEGAPIXELS,
     max_tiles: Annotated[int, _adv("Refuse images that need more latent tiles.")] = DEFAULT_MAX_TILES,
     turbo: Turbo = False,
     device: Device = "auto",
