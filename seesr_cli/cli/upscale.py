@@ -32,7 +32,7 @@ from seesr_cli.cli.options import (
 )
 from seesr_cli.cli.run import run_upscale, show_plan
 from seesr_cli.cli.tables import note_line
-from seesr_cli.cli.validate import check_upscale
+from seesr_cli.cli.validate import check_device, check_upscale
 from seesr_cli.scaleout.launch import is_main_process, launch_devices
 from seesr_cli.scaleout.team import join_team
 from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, LoadOptions, UpscaleSettings
@@ -109,11 +109,12 @@ def upscale(
         tag_threshold=tag_threshold)
     load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models)
     limits = WorkLimits(max_megapixels, max_tiles)
-    notes = check_upscale(settings, load, weights=weights, dry_run=dry_run, devices=devices)  # before any work
+    check_upscale(settings, load, weights=weights)  # before any work
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
         return show_plan(jobs, json_out) if is_main_process() else 0
+    notes = check_device(load) if devices is None else []  # --devices: each process checks its own
     jobs = limit_work(jobs, settings, limits, turbo=load.turbo)  # from the headers, before the models load
     for note in notes if is_main_process() and not quiet else ():
         note_line(Console(stderr=True), f"note: {note}")

@@ -67,15 +67,12 @@ def check_device(load: LoadOptions) -> list[str]:
     return []
 
 
-def check_upscale(settings: UpscaleSettings, load: LoadOptions, *, weights: Path | None, dry_run: bool,
-                  devices: str | None) -> list[str]:
-    """Everything `seesr upscale` can check before planning; returns notes for stderr."""
+def check_upscale(settings: UpscaleSettings, load: LoadOptions, *, weights: Path | None) -> None:
+    """What `seesr upscale` checks before planning (the device comes after the plan: it needs torch,
+    and the plan's own refusals of -o need nothing)."""
     check_scale(settings.scale)
     weights_folder(weights)  # --weights, else SEESR_WEIGHTS: named as what it is
     check_tiles(settings, turbo=load.turbo)
-    if dry_run or devices is not None:  # --devices: each process checks its own device
-        return []
-    return check_device(load)
 
 
 def check_tag(settings: UpscaleSettings, *, weights: Path | None, device: str) -> None:
