@@ -9,7 +9,7 @@ from pathlib import Path
 
 from seesr_cli.batch.plan import Job
 from seesr_cli.batch.run import WorkDone
-from seesr_cli.errors import ModelLoadError, SeesrError
+from seesr_cli.errors import Cancelled, ModelLoadError, SeesrError, WeightsError
 from seesr_cli.settings import LoadOptions, UpscaleSettings
 from seesr_cli.weights import Progress
 
@@ -25,18 +25,34 @@ class PipelineLoader:
         self.load, self.weights_dir, self.sd2_repo = load, weights_dir, sd2_repo
         self.on_status, self.on_weights = on_status, on_weights
         self._pipe = None
+        self.load_seconds = 0.0  # resolving, verifying and loading: reported even when every image fails
 
     def __call__(self):
         if self._pipe is None:
-            from seesr_cli.pipeline import SeeSRPipeline
             from seesr_cli.weights import resolve_weights
 
             if self.on_status is not None:
                 self.on_status("loading models")
-            paths = resolve_weights(weights_dir=self.weights_dir, turbo=self.load.turbo, sd2_repo=self.sd2_repo,
-                                    progress=self.on_weights)
-            self._pipe = SeeSRPipeline.from_pretrained(paths, self.load)
+            start = time.perf_counter()
+            try:
+                paths = resolve_weights(weights_dir=self.weights_dir, turbo=self.load.turbo, sd2_repo=self.sd2_repo,
+                                        progress=self.on_weights)
+                self._pipe = self._build(paths)
+            finally:
+                self.load_seconds += time.perf_counter() - start
         return self._pipe
+
+    def _build(self, paths):
+        from seesr_cli.pipeline import SeeSRPipeline
+        from seesr_cli.weights.check import check_folders
+
+        try:
+            return SeeSRPipeline.from_pretrained(paths, self.load)
+        except Exception as exc:
+            problem = check_folders(paths, turbo=self.load.turbo)  # a wrong file in a folder, said plainly
+            if problem is None:
+                raise
+            raise WeightsError(problem) from exc
 
 
 def image_metadata(job: Job, settings: UpscaleSettings, prompts: Sequence[str], base_seed: int,
@@ -74,6 +90,8 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     setup = time.perf_counter() - start
     run_settings = settings.with_(seed=job.seed)
     result = pipe.upscale(loaded.rgb, run_settings, on_progress=on_progress, should_cancel=should_cancel)
+    if should_cancel is not None and should_cancel():  # stopped in the last stage: write nothing
+        raise Cancelled("stopped before writing the result")
     # Record what actually ran ("cuda", "fp16"), not "auto": a result made with --devices
     # then carries the same bytes as a one-process run on that device kind.
     run = {"device": pipe.device.type, "dtype": dtype_name(pipe.dtype), "turbo": pipe.turbo}

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from seesr_cli.batch.discover import InputFile, discover, is_glob, path_key
 from seesr_cli.errors import InternalError, UsageError
-from seesr_cli.io import OUTPUT_EXTENSIONS, output_format_for
+from seesr_cli.io import IMAGE_EXTENSIONS, OUTPUT_EXTENSIONS, output_format_for
 
 RUN, SKIP, FAIL = "run", "skip", "fail"  # planned actions
 T = TypeVar("T")
@@ -34,6 +34,12 @@ class OutputOptions:
     scale: float = 4.0
     overwrite: bool = False
     recursive: bool = False
+
+    def __post_init__(self) -> None:
+        suffix = self.suffix or ""
+        if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep)) or ".." in suffix or "\0" in suffix:
+            raise UsageError(f"--suffix {suffix!r}: must be part of a file name (no /, \\ or ..); "
+                             "choose the folder with -o")
 
 
 @dataclass(frozen=True)
@@ -72,15 +78,34 @@ def _format_for(options: OutputOptions, src: Path) -> tuple[str, str]:
 
 
 def _single_file_target(args: Sequence[str], options: OutputOptions) -> bool:
-    """`-o name.ext` for one named file writes exactly that file."""
+    """`-o name.ext` for one named file writes exactly that file; any other -o is a folder.
+
+    Refused here, before anything loads: an -o under an existing file, an existing file (or
+    an image name) as -o for inputs that can hold several images, and an image format we
+    cannot write (`-o x.gif` would otherwise become a folder `x.gif/`)."""
     out = options.out
-    if out is None or out.is_dir() or not out.suffix:
+    if out is None:
         return False
+    blocker = next((p for p in out.parents if os.path.lexists(p) and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageError(f"-o {out}: {blocker} is a file, not a folder")
+    if out.is_dir():
+        return False
+    one_file = len(args) == 1 and not is_glob(args[0]) and not Path(args[0]).is_dir()
+    exists = os.path.lexists(out)
+    if exists and not one_file:
+        raise UsageError(f"-o {out}: an existing file, but the inputs can hold several images: give a folder")
     try:
-        output_format_for(out.suffix)
+        fmt = output_format_for(out.suffix) if out.suffix else None
     except UsageError:
-        return False
-    if len(args) == 1 and not is_glob(args[0]) and not Path(args[0]).is_dir():
+        fmt = None
+    if fmt is None:
+        if exists or out.suffix.lower() in IMAGE_EXTENSIONS:
+            kind = f"{out.suffix[1:].upper()} images" if out.suffix else "a file without an image extension"
+            raise UsageError(f"-o {out}: seesr cannot write {kind}; name a .png, .jpg, .webp or .tif file, "
+                             "or a folder")
+        return False  # a folder to be made (`-o results`, `-o run.v2`)
+    if one_file:
         return True
     raise UsageError(f"-o {out} names one file, but the inputs can hold several images: give a folder")
 
@@ -107,9 +132,10 @@ def _output_path(item: InputFile, options: OutputOptions, named_folders: set[str
 
 def plan_batch(args: Sequence[str], options: OutputOptions, *, base_seed: int = 0) -> list[Job]:
     """Every job of `seesr upscale ARGS`, in a deterministic order. Raises UsageError for bad options."""
+    single = _single_file_target(args, options)  # -o is checked before the inputs are walked
     files, problems = discover(args, recursive=options.recursive, exclude=options.out)
     jobs = [Job(Path(arg), Path(arg).name, None, "", 0, FAIL, cause) for arg, cause in problems]
-    if _single_file_target(args, options):
+    if single:
         fmt = output_format_for(options.out.suffix)
         if options.fmt not in (None, "same") and output_format_for(options.fmt) != fmt:
             raise UsageError(f"--format {options.fmt} contradicts -o {options.out} ({fmt})")
@@ -117,13 +143,33 @@ def plan_batch(args: Sequence[str], options: OutputOptions, *, base_seed: int = 
     else:
         named = {path_key(Path(a)) for a in args if not is_glob(a) and Path(a).is_dir()}
         targets = [_output_path(item, options, named) for item in files]
-    inputs = {path_key(item.path): item for item in files}
+    earlier = _earlier_results(files, targets)
+    inputs = {path_key(item.path): item for item in files if path_key(item.path) not in earlier}
     claimed: dict[str, Path] = {}
     for item, (output, fmt) in zip(files, targets):
         seed = derive_seed(base_seed, item.rel)
         job = Job(item.path, item.rel, output, fmt, seed, RUN, overwrite=options.overwrite)
-        jobs.append(replace(job, **_check(job, inputs, claimed)))
-    return _drop_outputs_of_others(jobs)
+        source = earlier.get(path_key(item.path))
+        if source is not None:  # `seesr upscale *.png` twice, --overwrite or not: a_x4.png is a result
+            job = replace(job, action=SKIP, reason=f"it is the output of {source} (an earlier result)")
+        elif item.same_as is not None:
+            job = replace(job, action=SKIP, reason=f"the same file as {item.same_as} (a link), done once")
+        else:
+            job = replace(job, **_check(job, inputs, claimed))
+        jobs.append(job)
+    return jobs
+
+
+def _earlier_results(files: list[InputFile], targets: list[tuple[Path, str]]) -> dict[str, Path]:
+    """Inputs that are another input's output (an earlier run's result beside its source): their
+    path key -> that source. Never upscaled again, so a_x4.png never becomes a_x4_x4.png."""
+    outputs = {path_key(out): item.path for item, (out, _) in zip(files, targets) if item.same_as is None}
+    found = {}
+    for item in files:
+        source = outputs.get(path_key(item.path))
+        if source is not None and path_key(source) != path_key(item.path):
+            found[path_key(item.path)] = source
+    return found
 
 
 def _check(job: Job, inputs: dict[str, InputFile], claimed: dict[str, Path]) -> dict:
@@ -141,19 +187,6 @@ def _check(job: Job, inputs: dict[str, InputFile], claimed: dict[str, Path]) -> 
     if os.path.lexists(job.output) and not job.overwrite:
         return {"action": SKIP, "reason": "output exists"}
     return {}
-
-
-def _drop_outputs_of_others(jobs: list[Job]) -> list[Job]:
-    """An input that is another job's existing output (an earlier run's result beside its source)
-    is not upscaled again: `seesr upscale *.png` twice must not turn a_x4.png into a_x4_x4.png."""
-    outputs = {path_key(j.output): j.input for j in jobs if j.output is not None and j.action != FAIL}
-    kept = []
-    for job in jobs:
-        source = outputs.get(path_key(job.input)) if job.output is not None else None
-        if source is not None and source != job.input:
-            job = replace(job, action=SKIP, reason=f"it is the output of {source}")
-        kept.append(job)
-    return kept
 
 
 def shard_jobs(jobs: Sequence[T], rank: int = 0, world: int = 1) -> list[T]:

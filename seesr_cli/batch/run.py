@@ -7,7 +7,7 @@ for our own bugs, the traceback kept for `--debug`.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import os
 import time
 import traceback
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from seesr_cli.batch.claim import LOCK_SUFFIX, Claim, Holder, claim, dead_temps
 from seesr_cli.batch.plan import FAIL, SKIP, Job
 from seesr_cli.errors import (
     Cancelled,
@@ -87,8 +88,9 @@ _FATAL = (WeightsError, ModelLoadError, UsageError, Cancelled)
 
 def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: BatchObserver | None = None,
              should_cancel: Callable[[], bool] | None = None) -> BatchReport:
-    """Run (or report) each job in order. A bad image fails alone; Ctrl-C stops between jobs or steps."""
-    report, start, total = BatchReport(), time.perf_counter(), len(jobs)
+    """Run (or report) each job in order. A bad image fails alone; Ctrl-C stops between jobs or steps.
+    An image another run (sharing the folder) is making is skipped, never computed twice."""
+    report, start, total, temps = BatchReport(), time.perf_counter(), len(jobs), _Temps()
     for index, job in enumerate(jobs):
         if should_cancel is not None and should_cancel():
             report.interrupted = True
@@ -96,7 +98,7 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
         if observer is not None:
             observer.job_started(job, index, total)
         try:
-            result, setup = _run_one(job, work)
+            result, setup = _run_one(job, work, temps)
         except (Cancelled, KeyboardInterrupt):  # nothing of this image was written
             report.interrupted = True
             break
@@ -108,39 +110,85 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
     return report
 
 
-def _run_one(job: Job, work: Callable[[Job], WorkDone]) -> tuple[JobResult, float]:
-    """The job's result and the seconds spent loading models on its way."""
+def _run_one(job: Job, work: Callable[[Job], WorkDone], temps: _Temps) -> tuple[JobResult, float]:
+    """The job's result and the seconds spent loading models on its way. The image is claimed
+    first (batch/claim.py), so a run sharing the folder never computes it a second time."""
     if job.action == FAIL:
         return JobResult(job, FAILED, job.reason), 0.0
-    if job.action == SKIP:
-        return JobResult(job, SKIPPED, job.reason), 0.0
-    if not job.overwrite and os.path.lexists(job.output):  # done meanwhile by another process
-        return JobResult(job, SKIPPED, "output exists"), 0.0
-    _remove_stale_temps(job.output)
+    if job.action == SKIP or (not job.overwrite and os.path.lexists(job.output)):  # or done meanwhile
+        if os.path.lexists(job.output):
+            temps.clear(job.output)  # a stale temp beside a finished output goes too
+        return JobResult(job, SKIPPED, job.reason if job.action == SKIP else "output exists"), 0.0
+    held = claim(job.output)
+    if isinstance(held, Holder):
+        return JobResult(job, SKIPPED, held.describe()), 0.0
+    try:
+        if not job.overwrite and os.path.lexists(job.output):  # finished by another run as we claimed it
+            return JobResult(job, SKIPPED, "output exists"), 0.0
+        temps.clear(job.output, held=held is not None)
+        return _work(job, work)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _work(job: Job, work: Callable[[Job], WorkDone]) -> tuple[JobResult, float]:
     start = time.perf_counter()
     try:
         done = work(job)
-    except OutputExistsError:
-        return JobResult(job, SKIPPED, "output exists", time.perf_counter() - start), 0.0
-    except InputImageError as exc:
-        return JobResult(job, FAILED, exc.cause, time.perf_counter() - start), 0.0
     except _FATAL:
         raise
-    except SeesrError as exc:
-        trace = traceback.format_exc() if isinstance(exc, InternalError) else ""
-        return JobResult(job, FAILED, str(exc), time.perf_counter() - start, trace=trace), 0.0
-    except Exception as exc:  # noqa: BLE001 - a bug of ours must not end a long batch: reported, trace kept
-        cause = f"internal error: {type(exc).__name__}: {exc}"
-        return JobResult(job, FAILED, cause, time.perf_counter() - start, trace=traceback.format_exc()), 0.0
+    except Exception as exc:  # noqa: BLE001 - classified below; a bug of ours must not end a long batch
+        seconds = time.perf_counter() - start
+        if isinstance(exc, OutputExistsError):
+            return JobResult(job, SKIPPED, "output exists", seconds), 0.0
+        if isinstance(exc, InputImageError):
+            return JobResult(job, FAILED, exc.cause, seconds), 0.0
+        if isinstance(exc, SeesrError):
+            trace = traceback.format_exc() if isinstance(exc, InternalError) else ""
+            return JobResult(job, FAILED, str(exc), seconds, trace=trace), 0.0
+        cause = f"internal error: {type(exc).__name__}: {exc}"  # reported with its trace for --debug
+        return JobResult(job, FAILED, cause, seconds, trace=traceback.format_exc()), 0.0
     seconds = time.perf_counter() - start - done.setup_seconds
     return JobResult(job, OK, "", seconds, done.prompts, done.notes), done.setup_seconds
 
 
-def _remove_stale_temps(output: Path) -> None:
-    """A process killed mid-write leaves `.name.tmp-XXXX` (io.atomic's write); only this job
-    ever writes this name, so its leftovers can go."""
-    for stale in output.parent.glob(f".{glob.escape(output.name)}.tmp-*"):
+class _Temps:
+    """Temporary files (`.NAME.tmp-...`) and claims beside the outputs, listed once per folder per
+    run: a killed writer's leftovers are removed, a live writer's never (batch/claim.dead_temps);
+    a dead run's claim is taken over and released."""
+
+    def __init__(self):
+        self._listed: dict[Path, dict[str, list[str]]] = {}
+
+    def _beside(self, output: Path) -> list[str]:
+        folder = output.parent
+        if folder not in self._listed:
+            by_target: dict[str, list[str]] = {}
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            for name in names:
+                if name.startswith(".") and ".tmp-" in name:
+                    by_target.setdefault(name[1:name.rindex(".tmp-")], []).append(name)
+                elif name.startswith(".") and name.endswith(LOCK_SUFFIX):  # a dead run's claim: taken over below
+                    by_target.setdefault(name[1:-len(LOCK_SUFFIX)], []).append(name)
+            self._listed[folder] = by_target
+        return self._listed[folder].pop(output.name, [])
+
+    def clear(self, output: Path, *, held: bool = False) -> None:
+        """Remove the dead writers' temps of `output`; claim it first unless this run holds it."""
+        names = self._beside(output)
+        if not names:
+            return
+        mine = None if held else claim(output)
+        if not held and not isinstance(mine, Claim):
+            return  # another run is on it (or no claim can be made here): leave its files alone
         try:
-            stale.unlink()
-        except OSError:
-            pass
+            for stale in dead_temps(output, names):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        finally:
+            if mine is not None:
+                mine.release()

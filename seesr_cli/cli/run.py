@@ -10,7 +10,7 @@ from seesr_cli.batch import FAIL, PipelineLoader, upscale_job
 from seesr_cli.cli.app import print_json
 from seesr_cli.cli.errors import RESUME_HINT
 from seesr_cli.cli.progress import BatchProgress
-from seesr_cli.cli.signals import cancel_on_signals
+from seesr_cli.cli.signals import cancel_on_signals, check_after, stop_verifying
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
 from seesr_cli.scaleout.shared import share_batch
 from seesr_cli.settings import UpscaleSettings
@@ -33,15 +33,17 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
     err = Console(stderr=True)
     main = team is None or team.is_main
     with BatchProgress(err, quiet=quiet or not main, debug=debug) as view, \
-            cancel_on_signals(announce=main) as cancelled:
-        loader.on_status, loader.on_weights = view.status, view.weights_event
+            cancel_on_signals(announce=main, say=partial(note_line, view.console)) as cancelled:
+        loader.on_status, loader.on_weights = view.status, stop_verifying(view.weights_event, cancelled)
         batch = share_batch(jobs, team, view)
         view.start(jobs)
-        work = partial(upscale_job, pipeline=loader, settings=settings, quality=quality,
+        pipeline = partial(check_after, loader, cancelled)  # a stop during loading: no image is started
+        work = partial(upscale_job, pipeline=pipeline, settings=settings, quality=quality,
                        on_progress=batch.pipeline_event, should_cancel=cancelled)
         report = batch.run(work, should_cancel=cancelled)
     if report is None:  # another process reports
         return 0
+    report.setup_seconds = max(report.setup_seconds, loader.load_seconds)  # also when every image failed
     if json_out:
         print_json({"images": [r.to_dict() for r in report.results], "interrupted": report.interrupted,
                      "seconds": round(report.seconds, 3), "load_seconds": round(report.setup_seconds, 3),

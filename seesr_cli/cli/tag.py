@@ -13,6 +13,7 @@ from seesr_cli.cli.app import app, print_json
 from seesr_cli.cli.options import Device, Inputs, JsonOut, Recursive, Scale, TileOverlap, TileSize, Weights
 from seesr_cli.cli.progress import BatchProgress
 from seesr_cli.cli.tables import error_line, tag_lines
+from seesr_cli.cli.validate import check_tag
 from seesr_cli.errors import InputImageError
 from seesr_cli.settings import UpscaleSettings
 
@@ -35,6 +36,7 @@ def tag(
 
     settings = UpscaleSettings(scale=scale, tile_size=tile_size, tile_overlap=tile_overlap,
                                tag_threshold=threshold).resolved()
+    check_tag(settings.with_(tile_overlap=tile_overlap), weights=weights, device=device)  # before DAPE loads
     files, problems = discover(images, recursive=recursive)
     err, failed, report = Console(stderr=True), len(problems), []
     for arg, cause in problems:

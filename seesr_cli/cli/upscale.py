@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
+from seesr_cli.batch.estimate import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_TILES, WorkLimits, limit_work
 from seesr_cli.cli.app import app, debug_enabled
 from seesr_cli.cli.options import (
     _ADV,
@@ -31,7 +32,7 @@ from seesr_cli.cli.options import (
 )
 from seesr_cli.cli.run import run_upscale, show_plan
 from seesr_cli.cli.tables import note_line
-from seesr_cli.errors import UsageError
+from seesr_cli.cli.validate import check_device, check_upscale
 from seesr_cli.scaleout.launch import is_main_process, launch_devices
 from seesr_cli.scaleout.team import join_team
 from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, LoadOptions, UpscaleSettings
@@ -82,6 +83,8 @@ def upscale(
     conditioning_scale: Annotated[float, _adv()] = 1.0,
     tile_batch: Annotated[Optional[int], _adv("Tiles per forward; default from free memory.")] = None,
     tag_threshold: Annotated[Optional[float], _adv("One DAPE threshold for every tag.")] = None,
+    max_megapixels: Annotated[float, _adv("Refuse larger results or working images.")] = DEFAULT_MAX_MEGAPIXELS,
+    max_tiles: Annotated[int, _adv("Refuse images that need more latent tiles.")] = DEFAULT_MAX_TILES,
     turbo: Turbo = False,
     device: Device = "auto",
     devices: Annotated[Optional[str], typer.Option(
@@ -105,12 +108,16 @@ def upscale(
         tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompts=tile_prompts,
         tag_threshold=tag_threshold)
     load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models)
-    if weights is not None and not weights.is_dir():  # before any work, not at the first image
-        raise UsageError(f"--weights {weights}: not a folder (expected the official layout, see weights/README.md)")
+    limits = WorkLimits(max_megapixels, max_tiles)
+    check_upscale(settings, load, weights=weights)  # before any work
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
         return show_plan(jobs, json_out) if is_main_process() else 0
+    notes = check_device(load) if devices is None else []  # --devices: each process checks its own
+    jobs = limit_work(jobs, settings, limits, turbo=load.turbo)  # from the headers, before the models load
+    for note in notes if is_main_process() and not quiet else ():
+        note_line(Console(stderr=True), f"note: {note}")
     if devices is not None and any(job.action == RUN for job in jobs):
         return launch_devices(devices, load.device, partial(_relaunch, ctx),
                               say=partial(note_line, Console(stderr=True)))

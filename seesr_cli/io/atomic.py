@@ -1,8 +1,8 @@
 """The one atomic write: every file seesr-cli writes appears complete or not at all.
 
-Bytes go to a hidden temporary file beside the target (`.name.tmp-XXXX`, permissions from
-the umask), are fsynced, then linked (no overwrite) or renamed (overwrite) into place, and
-the folder is fsynced. Leaf module: used by io, weights and report alike.
+Bytes go to a hidden temporary file beside the target (`.name.tmp-PID-XXXX`, permissions from
+the umask; the pid lets a cleanup tell a dead writer's leftovers from a live writer's file), are
+fsynced, then linked (no overwrite) or renamed (overwrite) into place, and the folder is fsynced. Leaf module: used by io, weights and report alike.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from seesr_cli.errors import OutputExistsError, OutputWriteError, one_line
 
 
 def atomic_write(path: Path, encode: Callable[[BinaryIO], object], *, overwrite: bool) -> None:
-    """Encode into `.name.tmp-XXXX` beside `path`, fsync, then move it into place; never leave a part."""
+    """Encode into `.name.tmp-PID-XXXX` beside `path`, fsync, then move it into place; never leave a part."""
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     try:
@@ -46,7 +46,7 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     """O_EXCL temp file with the ordinary umask-derived permissions (mkstemp would give 0600)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from seesr_cli.errors import UsageError
+
 
 @dataclass(frozen=True)
 class CacheDirs:
@@ -45,3 +47,21 @@ def is_offline() -> bool:
 
     flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return bool(constants.HF_HUB_OFFLINE) or flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def weights_folder(weights_dir: str | Path | None) -> Path | None:
+    """`--weights DIR`, else SEESR_WEIGHTS, else None; a value that is not a folder is a usage error
+    naming where it came from."""
+    origin = "--weights"
+    value = weights_dir
+    if value is None:
+        origin, value = "SEESR_WEIGHTS", os.environ.get("SEESR_WEIGHTS") or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        what = "does not exist" if not os.path.lexists(path) else "is not a folder"
+        sep = " " if origin == "--weights" else "="
+        raise UsageError(f"{origin}{sep}{path}: {what} (expected a folder in the official layout: "
+                         "stable-diffusion-2-base/, seesr/unet/, seesr/controlnet/, DAPE.pth, ...)")
+    return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,8 @@ _PLAIN_LEAVES = (str, bytes, int, float, complex, bool, type(None), torch.dtype,
 _PLAIN_CONTAINERS = (dict, list, tuple, set, frozenset)
 # What torch.load raises on a file that is not a readable checkpoint (damaged zip, foreign
 # or truncated pickle, refused global). MemoryError and our own bugs are not among them.
+# torch.save's legacy (non-zip) format opens with its magic number, pickled with protocol 2.
+_LEGACY_TORCH = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError,
                AttributeError, OSError, zipfile.BadZipFile, struct.error)
 
@@ -37,16 +40,36 @@ def load_pickle(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: checkpoint file not found")
+    is_zip = zipfile.is_zipfile(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: our message says what is wrong
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except _UNREADABLE as exc:
-        raise _classify_load_error(path, exc) from None
+        raise _classify_load_error(path, exc, is_zip) from None
     _check_plain(path, obj)
     return obj
 
 
-def _classify_load_error(path: Path, exc: BaseException) -> WeightsError:
+def _plain_pickle(path: Path) -> bool:
+    """A pickle written by `pickle.dump`, not `torch.save` (a zip archive, or the legacy format
+    that opens with a pickled magic number)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY_TORCH))
+    except OSError:
+        return False
+    return head[:1] == b"\x80" and head != _LEGACY_TORCH
+
+
+def _classify_load_error(path: Path, exc: BaseException, is_zip: bool) -> WeightsError:
     text = str(exc)
+    if not is_zip and _plain_pickle(path) and "GLOBAL" not in text:
+        return WeightsError(
+            f"{path}: a plain Python pickle (written with pickle.dump), not a PyTorch checkpoint: seesr-cli reads "
+            "only files written by torch.save, which it can open without running code. Use the official file, "
+            "or re-save this one with torch.save where it was made"
+        )
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return UnsafeCheckpointError(

@@ -7,13 +7,12 @@ parts are reported together, in one message that says how to get them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from seesr_cli.errors import UsageError, WeightsError
-from seesr_cli.weights.cache import CacheDirs, cache_dirs, is_offline
+from seesr_cli.errors import WeightsError
+from seesr_cli.weights.cache import CacheDirs, cache_dirs, is_offline, weights_folder
 from seesr_cli.weights.compact import compact_dape
 from seesr_cli.weights.hub import Located, NotFound, Progress, from_hub
 from seesr_cli.weights.manifest import DAPE_KEYS, LOCAL_NAME, LOCAL_OPTIONAL, LOCAL_ROOT, SEESR_KEYS, Source, sources
@@ -78,16 +77,6 @@ def _missing_message(failures: list[tuple[Source, NotFound]], dirs: CacheDirs) -
     if any(exc.hub_error for _, exc in failures):
         lines.append("A repo that moved can be replaced with --sd2-repo or a SEESR_SOURCES file.")
     return "\n".join(lines)
-
-
-def weights_folder(weights_dir: str | Path | None) -> Path | None:
-    value = weights_dir if weights_dir is not None else os.environ.get("SEESR_WEIGHTS") or None
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise UsageError(f"--weights {path}: not a folder (expected the official layout, see weights/README.md)")
-    return path
 
 
 @dataclass(frozen=True)

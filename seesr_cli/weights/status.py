@@ -44,21 +44,38 @@ def describe_weights(*, weights_dir: str | Path | None = None, turbo: bool = Fal
             continue
         origin = f"local: {loc.root}" if loc.local else src.label()
         size = sum(loc.path(i).stat().st_size for i in range(len(loc.files)))
+        state, detail = _state(loc, record, verify, progress)
         rows.append(WeightStatus(key, src.what, origin, loc.root / src.folder if len(loc.files) > 1 else loc.path(),
-                                 size, _state(loc, record, verify, progress), src.licence))
+                                 size, state, src.licence, detail))
     rows.append(_compact_status(found, dirs, record))
     return rows
 
 
-def _state(loc: Located, record: VerifiedRecord, verify: bool, progress: Progress | None) -> str:
-    states = []
-    for path, expected in loc.checksums():
-        actual = record.digest(path, loc.source.key, progress) if verify else record.get(path)
-        states.append("not verified yet" if actual is None else "verified" if actual == expected else "sha256 mismatch")
-    for state in ("sha256 mismatch", "not verified yet", "verified"):
-        if state in states:
-            return state
-    return "no checksum known"
+def _state(loc: Located, record: VerifiedRecord, verify: bool, progress: Progress | None) -> tuple[str, str]:
+    """The part's state and which of its files it rests on. `verify`: every file with a known
+    sha256 is hashed now, whatever the record says."""
+    states: dict[str, list[str]] = {}
+    for index, file in enumerate(loc.files):
+        path, expected = loc.path(index), loc.expected(file)
+        if expected is None:
+            state = "no checksum known"
+        else:
+            actual = record.digest(path, loc.source.key, progress, fresh=True) if verify else record.get(path)
+            state = "not verified yet" if actual is None else "verified" if actual == expected else "sha256 mismatch"
+        states.setdefault(state, []).append(file)
+    summary = next(s for s in ("sha256 mismatch", "not verified yet", "verified", "no checksum known") if s in states)
+    notes = [f"{state}: {_names(states[state])}" for state in ("sha256 mismatch", "not verified yet", "verified")
+             if state in states and state != summary]
+    if "no checksum known" in states and summary != "no checksum known":
+        notes.append(f"no checksum known: {_names(states['no checksum known'])}")
+    if summary in ("sha256 mismatch", "not verified yet") or (summary == "verified" and len(states) > 1):
+        notes.insert(0, f"{summary}: {_names(states[summary])}")
+    return summary, "; ".join(notes)
+
+
+def _names(files: list[str], shown: int = 3) -> str:
+    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    return ", ".join(files[:shown]) + more
 
 
 def _compact_status(found: dict[str, Located], dirs: CacheDirs, record: VerifiedRecord) -> WeightStatus:

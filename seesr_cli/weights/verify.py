@@ -1,7 +1,9 @@
 """sha256 checks: every file with a known digest is hashed once, before anything is unpickled.
 
-A record keeps the digests already computed, keyed by the file's real path, size and
-mtime, so a run does not re-hash 5.6 GB; `seesr weights --verify` hashes afresh.
+A record keeps the digests already computed, keyed by the file's real path, size, mtime,
+ctime and inode, so a run does not re-hash 5.6 GB, yet a file changed in place is hashed
+again even with its mtime put back (that updates the ctime); `seesr weights --verify`
+hashes every file afresh.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def sha256_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> st
 
 
 class VerifiedRecord:
-    """sha256 of files already hashed, keyed by real path, size and mtime, so runs never re-hash 5.6 GB."""
+    """sha256 of files already hashed, keyed by real path and stat stamp, so runs never re-hash 5.6 GB."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -48,7 +50,7 @@ class VerifiedRecord:
     @staticmethod
     def _stamp(file: Path) -> tuple[str, list[int]]:
         stat = file.stat()
-        return os.path.realpath(file), [stat.st_size, stat.st_mtime_ns]
+        return os.path.realpath(file), [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
     def get(self, file: Path) -> str | None:
         real, stamp = self._stamp(file)
@@ -64,9 +66,9 @@ class VerifiedRecord:
         except OutputWriteError:
             pass  # a read-only cache only costs a re-hash next time
 
-    def digest(self, file: Path, key: str, progress: Progress | None) -> str:
-        """The file's sha256: recorded, or computed now (and recorded)."""
-        known = self.get(file)
+    def digest(self, file: Path, key: str, progress: Progress | None, *, fresh: bool = False) -> str:
+        """The file's sha256: recorded, or computed now (and recorded); `fresh`: always computed."""
+        known = None if fresh else self.get(file)
         if known is not None:
             return known
         total, done = file.stat().st_size, [0]

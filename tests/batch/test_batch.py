@@ -7,6 +7,8 @@ each job, classify what it raises"), no models.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -168,9 +170,12 @@ def test_earlier_results_beside_their_sources_are_not_upscaled_again(tree):
     jobs = _by_input(plan_batch(["photos/*.png"], OutputOptions()))
     assert jobs["photos/a.png"].action == SKIP  # its output exists
     assert jobs["photos/a_x4.png"].action == SKIP and "output of photos/a.png" in jobs["photos/a_x4.png"].reason
-    # with --overwrite that earlier result is an input the run would replace: refused instead
-    jobs = _by_input(plan_batch(["photos/*.png"], OutputOptions(overwrite=True)))
-    assert jobs["photos/a.png"].action == FAIL and "overwrite the input" in jobs["photos/a.png"].reason
+    # --overwrite (issue 10, item 3): a.png is redone into a_x4.png; a_x4.png never becomes a_x4_x4.png
+    for args in (["photos/*.png"], ["photos/a.png", "photos/a_x4.png"], ["photos/**/*.png"]):
+        jobs = _by_input(plan_batch(args, OutputOptions(overwrite=True)))
+        assert (jobs["photos/a.png"].action, jobs["photos/a.png"].output) == (RUN, Path("photos/a_x4.png"))
+        assert jobs["photos/a_x4.png"].action == SKIP and "earlier result" in jobs["photos/a_x4.png"].reason
+        assert "a_x4.png" not in [j.input.name for j in jobs.values() if j.action == RUN]
 
 
 def test_output_folder_inside_the_input_folder_is_not_read_back(tree):
@@ -292,8 +297,9 @@ def test_runner_skips_outputs_written_meanwhile_and_clears_stale_temps(tmp_path)
     jobs = _jobs(tmp_path, 2)
     jobs[0].output.parent.mkdir(parents=True)
     jobs[0].output.write_bytes(b"another process")
-    stale = jobs[1].output.with_name(f".{jobs[1].output.name}.tmp-0badc0de")
+    stale = jobs[1].output.with_name(f".{jobs[1].output.name}.tmp-0badc0de")  # no pid: an old writer's
     stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     report = run_jobs(jobs, _writer)
     assert [r.status for r in report.results] == [SKIPPED, OK]
     assert jobs[0].output.read_bytes() == b"another process"

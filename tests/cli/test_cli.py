@@ -150,7 +150,7 @@ def test_version_and_help():
     (["upscale", "a.png", "--quality", "0"], "--quality"),
     (["upscale", "a.png", "--format", "gif"], "--format"),
     (["upscale", "a.png", "--bogus"], "--bogus"),
-    (["upscale", "a.png", "--weights", "no-such-folder"], "--weights no-such-folder: not a folder"),
+    (["upscale", "a.png", "--weights", "no-such-folder"], "--weights no-such-folder: does not exist"),
     (["frobnicate"], "frobnicate"),
 ])
 def test_usage_errors_exit_2_without_traceback(tmp_path, monkeypatch, args, message):
@@ -390,7 +390,7 @@ def test_interrupted_batch_resumes_without_redoing_anything(offline, tmp_path, h
     proc = subprocess.Popen([sys.executable, "-m", "seesr_cli", *map(str, args)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a shared machine can be many times slower than usual
         while not (tmp_path / "out" / "img0.png").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         proc.send_signal(how)
