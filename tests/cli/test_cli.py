@@ -197,7 +197,8 @@ def test_missing_weights_offline_is_one_message_exit_1(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("error: ") == 1 and "missing weights" in done.stderr
-    assert "seesr download" in done.stderr and "--weights DIR" in done.stderr
+    assert "go online" in done.stderr and "--weights DIR" in done.stderr and "`seesr weights --help`" in done.stderr
+    assert "README" not in done.stderr and "docs/" not in done.stderr  # not in a pipx install
     assert not (tmp_path / "a_x2.png").exists()
 
 
@@ -239,7 +240,7 @@ def test_tag_text_json_and_per_tile(offline, tmp_path):
     assert text.stdout.startswith("a.png: ") and len(text.stdout.splitlines()) == 1
     assert error_lines(text.stderr) == ["error: bad.png: not a recognised image format (or its header is damaged)"]
 
-    data = invoke("tag", "a.png", "--json", "--per-tile", "--threshold", "0.45")
+    data = invoke("tag", "a.png", "--json", "--per-tile", "--tag-threshold", "0.45")
     assert data.exit_code == 0, data.stderr
     [entry] = json.loads(data.stdout)["images"]
     assert entry["input"] == "a.png"
@@ -250,7 +251,7 @@ def test_tag_text_json_and_per_tile(offline, tmp_path):
     assert min(b[0] for b in boxes) == 0 and max(b[0] + b[2] for b in boxes) == 40
     assert all(t["probability"] >= 0.45 for tile in entry["tiles"] for t in tile["tags"])
     # the text form of the same tags is the global hard prompt
-    plain = invoke("tag", "a.png", "--threshold", "0.45")
+    plain = invoke("tag", "a.png", "--threshold", "0.45")  # the old name, a hidden alias
     assert plain.stdout.strip() == "a.png: " + ", ".join(t["tag"] for t in entry["tags"])
 
 
