@@ -34,7 +34,7 @@ from seesr_cli.cli.options import (
     accepting_local_weights,
     local_weights_folder,
 )
-from seesr_cli.cli.run import run_upscale, show_plan
+from seesr_cli.cli.run import report_folders, run_upscale, show_plan
 from seesr_cli.cli.tables import note_line
 from seesr_cli.errors import UsageError
 from seesr_cli.scaleout.launch import is_main_process, launch_devices
@@ -70,6 +70,8 @@ def upscale(
         "Added to output names; default none in an output folder, _x<scale> beside the input.")] = None,
     overwrite: Annotated[bool, _out("Redo existing outputs (default: skip them).", "--overwrite")] = False,
     dry_run: Annotated[bool, _out("List what would be done; load nothing.", "--dry-run")] = False,
+    no_report: Annotated[bool, _out("Do not write OUT/seesr-report.html (the batch report with before/after "
+                                    "sliders; rebuilt by `seesr report OUT`).", "--no-report")] = False,
     scale: Scale = 4.0,
     steps: Annotated[Optional[int], _run("Denoising steps; default per sampler (ddpm 50).")] = None,
     guidance: Annotated[Optional[float], _run("Classifier-free guidance; default 5.5.")] = None,
@@ -127,7 +129,7 @@ def upscale(
     loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo)
     with accepting_local_weights(accept_local_weights, weights, note=team is None or team.is_main):
         return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
-                           debug=debug_enabled(ctx))
+                           debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output))
 
 
 def relaunch_args(ctx, device: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -98,6 +99,25 @@ def mtimes(folder: Path) -> dict[str, int]:
     return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def results(folder: Path) -> dict[str, int]:
+    """`mtimes` of the results alone: not the report and its hidden folder."""
+    return {name: t for name, t in mtimes(folder).items()
+            if name != "seesr-report.html" and not name.startswith(".seesr-report/")}
+
+
+def report_items(page: Path) -> list[str]:
+    """The results a report shows (its inline JSON; the browser test checks the cards themselves)."""
+    text = page.read_text(encoding="utf-8")
+    raw = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.DOTALL).group(1)
+    return [item["name"] for item in json.loads(raw)["items"]]
+
+
+def failures_shown(folder: Path) -> str:
+    from seesr_cli.report import collect
+
+    return " ".join(f"{e.source}: {e.error}" for e in collect(folder) if e.failed)
+
+
 def no_temp_files(folder: Path) -> bool:
     return not [p for p in folder.rglob("*") if ".tmp" in p.name]
 
@@ -138,7 +158,7 @@ def error_lines(stderr: str) -> list[str]:
 def test_version_and_help():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"seesr-cli {__version__}"
-    for command in ("upscale", "tag", "download", "weights", "info"):
+    for command in ("upscale", "tag", "download", "weights", "info", "report"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout
 
@@ -321,7 +341,11 @@ def test_upscale_end_to_end_through_the_entry_point(offline, tmp_path):
         "in/text.png": "failed", "in/zero.png": "failed", "in/sub/plain.png": "ok"}
     assert "upscaled" in done.stderr  # the summary goes to stderr when stdout carries JSON
     out = tmp_path / "out"
-    assert sorted(mtimes(out)) == ["deep.png", "gray.png", "rgba.png", "rotated.png", "sub/plain.png"]
+    assert sorted(results(out)) == ["deep.png", "gray.png", "rgba.png", "rotated.png", "sub/plain.png"]
+    assert json.loads(done.stdout)["reports"] == [str(Path("out") / "seesr-report.html")]
+    items = report_items(out / "seesr-report.html")
+    assert sorted(items) == ["deep.png", "gray.png", "rgba.png", "rotated.png", "sub/plain.png"]
+    assert "text.png" in failures_shown(out) and "zero.png" in failures_shown(out)
 
     with Image.open(out / "rgba.png") as im:
         assert (im.mode, im.size) == ("RGBA", (48, 32))
@@ -405,17 +429,21 @@ def test_interrupted_batch_resumes_without_redoing_anything(offline, tmp_path, h
         assert no_temp_files(tmp_path)
     else:
         assert proc.returncode == -signal.SIGKILL
-    before = mtimes(tmp_path / "out")
-    assert 1 <= len([name for name in before if not name.startswith(".")]) < 4, "not stopped mid-batch"
+    before = results(tmp_path / "out")
+    assert 1 <= len(before) < 4, "not stopped mid-batch"
+    if how == signal.SIGINT:  # a stopped run still writes the report of what it finished
+        assert sorted(report_items(tmp_path / "out" / "seesr-report.html")) == sorted(before)
 
     rerun = invoke(*args, "--json")
     assert rerun.exit_code == 0, rerun.stderr
     statuses = {Path(r["input"]).name: r["status"] for r in json.loads(rerun.stdout)["images"]}
-    finished = {name for name in before if not name.startswith(".")}
+    finished = set(before)
     assert statuses == {f"img{i}.png": "skipped" if f"img{i}.png" in finished else "ok" for i in range(4)}
-    after = mtimes(tmp_path / "out")
+    after = results(tmp_path / "out")
     assert {name: after[name] for name in finished} == {name: before[name] for name in finished}
     assert sorted(after) == [f"img{i}.png" for i in range(4)] and no_temp_files(tmp_path)
+    # one report, complete: every image of both runs
+    assert sorted(report_items(tmp_path / "out" / "seesr-report.html")) == sorted(after)
     for name in after:
         with Image.open(tmp_path / "out" / name) as im:
             im.load()

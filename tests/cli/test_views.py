@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from seesr_cli.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("upscale", "tag", "download", "weights")
+COMMANDS = ("upscale", "tag", "download", "weights", "report")
 
 
 def help_text(*args: str, columns: int = 100) -> str:
@@ -42,6 +42,7 @@ def test_help_has_plain_metavars(command):
 def test_usage_lines_read_as_people_write_them():
     assert "Usage: seesr upscale [OPTIONS] INPUT..." in help_text("upscale")
     assert "Usage: seesr tag [OPTIONS] INPUT..." in help_text("tag")
+    assert "Usage: seesr report [OPTIONS] OUT" in help_text("report")
     upscale = help_text("upscale", columns=200)
     for option, metavar in (("--output", "OUT"), ("--weights", "DIR"), ("--format", "png|jpg|webp|tiff|same"),
                             ("--steps", "INT"), ("--scale", "FLOAT"), ("--devices", "LIST")):
