@@ -96,6 +96,22 @@ def test_no_message_points_at_a_file_an_install_lacks():
 # ----------------------------------------------------------------------------- one weights size
 
 
+def test_weights_size_is_the_manifests_sum_everywhere():
+    from seesr_cli.cli.help import WEIGHTS_SIZE
+    from seesr_cli.weights.manifest import SEESR_KEYS, SOURCES
+
+    total = sum(s.size_bytes for s in SOURCES if s.key in SEESR_KEYS)
+    assert WEIGHTS_SIZE == f"{total / 1e9:.1f} GB"
+    for doc in ("README.md", "docs/CLI.md", "weights/README.md"):
+        text = (REPO_ROOT / doc).read_text(encoding="utf-8")
+        assert WEIGHTS_SIZE in text, doc
+        flat = " ".join(text.split())
+        sizes = set(re.findall(r"[Ww]eights\W[^.]{0,40}?(\d+(?:\.\d+)?) GB", flat))
+        sizes |= set(re.findall(r"(\d+(?:\.\d+)?) GB[^.]{0,25}\Wweights", flat))
+        assert sizes and sizes <= {WEIGHTS_SIZE.split()[0], "5.2"}, (doc, sizes)  # 5.2 GB: SD-Turbo
+        assert not re.search(r"\b1[24] GB", flat), doc  # the two figures the docs gave before
+
+
 def test_accept_local_names_one_variable():
     from seesr_cli.cli.options import ACCEPT_LOCAL_ENV
     from seesr_cli.weights.resolve import ACCEPT_LOCAL_ENV as read_by_weights
@@ -250,3 +266,11 @@ def test_weights_dir_help_and_messages_name_no_json_file():
     loc = Located(sources()["dape_lora"], Path("/w"), ("DAPE.pth",), local=True)
     message = _mismatch_message(loc, Path("/w/DAPE.pth"), "a" * 64, "b" * 64)
     assert "--accept-local-weights" in message and "SEESR_SOURCES" not in message
+
+
+def test_the_urls_messages_give_are_the_projects():
+    tomllib = pytest.importorskip("tomllib")
+    from seesr_cli.cli.help import DOCS_URL, HOMEPAGE, ISSUES_URL
+
+    urls = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert (urls["Homepage"], urls["Documentation"], urls["Issues"]) == (HOMEPAGE, DOCS_URL, ISSUES_URL)
