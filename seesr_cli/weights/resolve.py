@@ -19,7 +19,6 @@ from seesr_cli.weights.hub import Located, NotFound, Progress, from_hub
 from seesr_cli.weights.manifest import DAPE_KEYS, LOCAL_NAME, LOCAL_OPTIONAL, LOCAL_ROOT, SEESR_KEYS, Source, sources
 from seesr_cli.weights.verify import VerifiedRecord, verify
 
-
 ACCEPT_LOCAL_ENV = "SEESR_ACCEPT_LOCAL_WEIGHTS"  # `--accept-local-weights`: your own files in DIR, unchecked
 
 

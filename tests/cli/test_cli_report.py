@@ -1,7 +1,8 @@
 """The batch report as `seesr upscale` and `seesr report` write it, and `--accept-local-weights`.
 
-Tiny models from the fake Hub cache (tests/fakehub.py), as in test_cli.py; its fixtures and helpers
-are reused. The page itself is tested in tests/report/ (and in a real browser there).
+Tiny models from the fake Hub cache (tests/fakehub.py), as in test_cli.py: the fixtures in
+conftest.py, the helpers from test_cli.py. The page itself is tested in tests/report/ (and in a
+real browser there).
 """
 
 from __future__ import annotations
@@ -11,16 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_cli import (  # noqa: F401  (fixtures: offline, one_thread, weights_env)
-    FAST,
-    invoke,
-    offline,
-    one_thread,
-    report_items,
-    results,
-    rgb_png,
-    weights_env,
-)
+from test_cli import FAST, invoke, report_items, results, rgb_png
 
 from seesr_cli.batch import OutputOptions, plan_batch
 from seesr_cli.cli.run import report_folders
@@ -68,7 +60,7 @@ def test_seesr_report_rebuilds_it_from_the_outputs_alone(offline, tmp_path):
 
 
 def test_a_report_that_cannot_be_written_is_a_warning(offline, tmp_path, monkeypatch):
-    import seesr_cli.report as report
+    from seesr_cli import report
 
     def refuse(out_dir, **_):
         raise report.ReportError(f"{out_dir}: cannot write the report: No space left on device")

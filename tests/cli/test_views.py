@@ -52,7 +52,7 @@ def test_usage_lines_read_as_people_write_them():
 def test_root_help_explains_the_terms_in_one_glossary():
     text = help_text(columns=80)
     for term in ("DAPE", "LRE", "latent pixels"):
-        assert re.search(rf"^\s+{term}\s{{2,}}\S", text, re.M), term
+        assert re.search(rf"^\s+{term}\s{{2,}}\S", text, re.MULTILINE), term
     assert "8x8 output" in text and "--start lr" in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
     assert "https://github.com/seesr-cli/seesr-cli" in text
@@ -274,3 +274,14 @@ def test_the_urls_messages_give_are_the_projects():
 
     urls = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
     assert (urls["Homepage"], urls["Documentation"], urls["Issues"]) == (HOMEPAGE, DOCS_URL, ISSUES_URL)
+
+
+def test_offline_download_does_not_send_you_back_to_itself(tmp_path, monkeypatch):
+    for name in ("SEESR_WEIGHTS", "SEESR_CACHE", "SEESR_SOURCES", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["download", "--quiet"])
+    assert result.exit_code == 1
+    assert "go online (unset HF_HUB_OFFLINE)" in result.stderr and "--weights DIR" in result.stderr
+    assert "seesr download" not in result.stderr and "README" not in result.stderr
