@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from a checkout without installing
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "report")]  # run from a checkout without installing
 
 from test_report import (  # the metadata contract's one home in tests
     draw_input,

@@ -7,6 +7,7 @@ Importing the command modules registers them on `app`, in the order `seesr --hel
 from seesr_cli.cli import upscale
 from seesr_cli.cli import tag
 from seesr_cli.cli import weights
+from seesr_cli.cli import report
 from seesr_cli.cli.app import app, main
 
 __all__ = ["app", "main"]

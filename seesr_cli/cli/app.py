@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from seesr_cli import __version__
 from seesr_cli.cli.errors import exit_code
+from seesr_cli.cli.help import GLOSSARY, Group
 
 
 def debug_requested(argv: Sequence[str]) -> bool:
@@ -31,7 +31,7 @@ def debug_enabled(ctx: typer.Context) -> bool:
     return bool(ctx.find_root().params.get("debug")) or debug_requested(())
 
 
-class _SeesrGroup(TyperGroup):
+class _SeesrGroup(Group):
     """Runs every command through the error table (also under Typer's CliRunner)."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
@@ -49,7 +49,7 @@ class _SeesrGroup(TyperGroup):
 
 app = typer.Typer(cls=_SeesrGroup, name="seesr", add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
-                  help="SeeSR (CVPR 2024) semantics-aware real-world image super-resolution.")
+                  help="SeeSR (CVPR 2024) semantics-aware real-world image super-resolution.\n\n" + GLOSSARY)
 
 
 def main() -> None:

@@ -13,11 +13,12 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 
+from seesr_cli.cli.help import ISSUES_URL
 from seesr_cli.cli.tables import note_line
 from seesr_cli.errors import Cancelled, InputImageError, InternalError, SeesrError
 
 RESUME_HINT = "re-run the same command to resume (finished files are skipped)"
-BUG_HINT = "this is a bug in seesr-cli; run `seesr --debug ...` for the traceback and report it"
+BUG_HINT = f"this is a bug in seesr-cli; run `seesr --debug ...` for the traceback and report it at {ISSUES_URL}"
 
 # click's exception base (Typer vendors its own copy of click in recent releases).
 ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

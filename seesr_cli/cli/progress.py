@@ -7,13 +7,26 @@ stdout stays free for results (the summary, or `--json`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from seesr_cli.batch import FAILED, OK, RUN, SKIPPED, Job, JobResult
 from seesr_cli.cli.tables import error_line, note_line, seconds_text
+
+_ETA_WINDOW_S = 3600.0
+_STAGES = {"prompts": "DAPE tags and prompts", "encode": "encoding", "decode": "decoding", "colorfix": "colour fix"}
 
 
 class BatchProgress:
@@ -23,13 +36,16 @@ class BatchProgress:
     current image (tiles x steps). Otherwise one line per finished image. `quiet`: errors only.
     """
 
-    def __init__(self, console: Console, *, quiet: bool = False, live: bool | None = None, debug: bool = False):
+    def __init__(self, console: Console, *, quiet: bool = False, live: bool | None = None, debug: bool = False,
+                 clock: Callable[[], float] | None = None):
         self.console = console
         self.quiet, self.debug = quiet, debug
         self.live = (console.is_terminal if live is None else live) and not quiet
+        self._clock = clock  # rich's own monotonic clock unless a test gives one
         self._progress: Progress | None = None
         self._batch: TaskID | None = None
         self._image: TaskID | None = None
+        self._label = ""  # the current image's name; a phase ("loading models") shows only until it ends
         self._runs_done = 0
         self._passes = 0  # denoise tile passes of the current image
         self._seen_weights: set[tuple[str, str]] = set()
@@ -39,10 +55,13 @@ class BatchProgress:
 
     def __enter__(self) -> BatchProgress:
         if self.live:
+            # ETA from the last hour of samples: rich's default (30 s) holds a single sample when one
+            # tile pass takes longer (any CPU run), and the ETA would stay empty.
+            extra = {} if self._clock is None else {"get_time": self._clock}
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=self.console, transient=True,
+                console=self.console, transient=True, speed_estimate_period=_ETA_WINDOW_S, **extra,
             )
             self._progress.start()
         return self
@@ -58,10 +77,19 @@ class BatchProgress:
         if self._progress is not None:
             self._batch = self._progress.add_task("images", total=max(runs, 1), detail=f"0/{runs}")
 
+    @property
+    def progress(self) -> Progress | None:
+        """The live rich display (None when not live): its tasks are what a person sees."""
+        return self._progress
+
     def status(self, text: str) -> None:
-        """A phase with no bar of its own (loading the models)."""
+        """A phase with no bar of its own (loading the models): shown on the image's bar until the
+        image's own progress starts."""
         if self._progress is not None and self._batch is not None:
-            self._ensure_image_task(text)
+            if self._image is None:
+                self._ensure_image_task(text)
+            else:
+                self._progress.update(self._image, description=text)
         elif not self.quiet:
             note_line(self.console, text)
 
@@ -70,7 +98,8 @@ class BatchProgress:
     def job_started(self, job: Job, index: int, total: int) -> None:
         self._passes = 0
         if self._progress is not None and job.action == RUN:
-            self._ensure_image_task(str(job.input))
+            self._label = str(job.input)
+            self._ensure_image_task(self._label)
 
     def job_finished(self, result: JobResult, index: int, total: int) -> None:
         job = result.job
@@ -100,13 +129,14 @@ class BatchProgress:
         """Stages: prompts, encode, denoise (steps x tiles), decode, colorfix."""
         if self._progress is None or self._image is None:
             return
+        label = {"description": self._label} if self._label else {}  # the loading phase is over
         if event.stage == "denoise":
             done, total, detail = denoise_progress(event, self._passes)
             self._passes = done
-            self._progress.update(self._image, total=total, completed=done, detail=detail)
+            self._progress.update(self._image, total=total, completed=done, detail=detail, **label)
             self._advance_batch(done / total)
         else:
-            self._progress.update(self._image, detail=event.stage)
+            self._progress.update(self._image, detail=_STAGES.get(event.stage, event.stage), **label)
 
     # -- weights.WeightsEvent -------------------------------------------------------------------
 
@@ -147,10 +177,30 @@ class BatchProgress:
 def denoise_progress(event, previous: int = 0) -> tuple[int, int, str]:
     """(tile passes done, tile passes in all, "step s/S, tile t/T") for a denoise event.
 
-    `done` counts whole steps and `tile` the tiles of the step under way (0 once a step
-    completes); the count never goes back (`previous`: the last value shown)."""
+    The pipeline reports `done` whole steps and `tile` tiles finished in the step under way, and
+    `tile` 0 once a step completes. The label counts what is finished: at a step's end it shows
+    that step with all its tiles (so the last one reads "step S/S, tile T/T"), then the next step
+    from tile 0 up. The count never goes back (`previous`: the last value shown)."""
     tiles = max(event.tiles or 1, 1)
-    total = max(event.total, 1) * tiles
-    done = max(previous, min(event.done * tiles + (event.tile or 0), total))
-    step = min(event.done + 1, event.total)
-    return done, total, f"step {step}/{event.total}, tile {event.tile or 0}/{tiles}"
+    steps = max(event.total, 1)
+    total = steps * tiles
+    tile = min(event.tile or 0, tiles)
+    done = max(previous, min(event.done * tiles + tile, total))
+    if tile == 0 and event.done > 0:  # a step just completed
+        step, tile = min(event.done, steps), tiles
+    else:
+        step = min(event.done + 1, steps)
+    return done, total, f"step {step}/{steps}, tile {tile}/{tiles}"
+
+
+@contextmanager
+def counting(console: Console, label: str, *, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar for work counted as (done, total), e.g. the report's previews; on a terminal
+    only (a log gets the one line the caller prints when it is done)."""
+    if quiet or not console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -1,15 +1,20 @@
-"""Running an upscale batch in this process: live progress, signals, the summary, --json, the exit code."""
+"""Running an upscale batch in this process: live progress, signals, the report, the summary, --json,
+the exit code."""
 
 from __future__ import annotations
 
+import os
+import traceback
+from collections.abc import Sequence
 from functools import partial
+from pathlib import Path, PurePath
 
 from rich.console import Console
 
-from seesr_cli.batch import FAIL, PipelineLoader, upscale_job
+from seesr_cli.batch import FAIL, BatchReport, Job, JobResult, PipelineLoader, upscale_job
 from seesr_cli.cli.app import print_json
-from seesr_cli.cli.errors import RESUME_HINT
-from seesr_cli.cli.progress import BatchProgress
+from seesr_cli.cli.errors import BUG_HINT, RESUME_HINT
+from seesr_cli.cli.progress import BatchProgress, counting
 from seesr_cli.cli.signals import cancel_on_signals, check_after, stop_verifying
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
 from seesr_cli.scaleout.shared import share_batch
@@ -27,9 +32,11 @@ def show_plan(jobs, json_out: bool) -> int:
 
 
 def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality: int, *,
-                 json_out: bool, quiet: bool, team=None, debug: bool = False) -> int:
-    """Run this process's share of the jobs with live progress; summary, JSON and exit code.
-    With several processes only the main one draws and reports, for all (scaleout/shared.py)."""
+                 json_out: bool, quiet: bool, team=None, debug: bool = False,
+                 reports: Sequence[Path] = ()) -> int:
+    """Run this process's share of the jobs with live progress; the HTML report in each folder of
+    `reports` (`report_folders`), summary, JSON and exit code. With several processes only the main
+    one draws and reports, for all (scaleout/shared.py)."""
     err = Console(stderr=True)
     main = team is None or team.is_main
     with BatchProgress(err, quiet=quiet or not main, debug=debug) as view, \
@@ -40,16 +47,73 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
         pipeline = partial(check_after, loader, cancelled)  # a stop during loading: no image is started
         work = partial(upscale_job, pipeline=pipeline, settings=settings, quality=quality,
                        on_progress=batch.pipeline_event, should_cancel=cancelled)
-        report = batch.run(work, should_cancel=cancelled)
-    if report is None:  # another process reports
+        outcome = batch.run(work, should_cancel=cancelled)
+    if outcome is None:  # another process reports
         return 0
-    report.setup_seconds = max(report.setup_seconds, loader.load_seconds)  # also when every image failed
+    outcome.setup_seconds = max(outcome.setup_seconds, loader.load_seconds)  # also when every image failed
+    pages = write_reports(reports, outcome, err, quiet=quiet, debug=debug)
     if json_out:
-        print_json({"images": [r.to_dict() for r in report.results], "interrupted": report.interrupted,
-                     "seconds": round(report.seconds, 3), "load_seconds": round(report.setup_seconds, 3),
-                     "exit_code": report.exit_code})
+        print_json({"images": [r.to_dict() for r in outcome.results], "interrupted": outcome.interrupted,
+                     "seconds": round(outcome.seconds, 3), "load_seconds": round(outcome.setup_seconds, 3),
+                     "reports": [str(p) for p in pages], "exit_code": outcome.exit_code})
     if not quiet:
-        table_console(stderr=json_out).print(summary_table(report))
-    if report.interrupted:
-        note_line(err, f"interrupted after {len(report.results)} of {len(jobs)} images: {RESUME_HINT}")
-    return report.exit_code
+        table_console(stderr=json_out).print(summary_table(outcome))
+        for page in pages:
+            note_line(err, f"report: {page}")
+    if outcome.interrupted:
+        note_line(err, f"interrupted after {len(outcome.results)} of {len(jobs)} images: {RESUME_HINT}")
+    return outcome.exit_code
+
+
+def report_folders(jobs: Sequence[Job], out: Path | None) -> list[Path]:
+    """The output folders of a batch, where its report goes: `-o OUT` when it is a folder, `D_x4/` for
+    each folder D named without -o. None for a single `-o` file or results written beside their inputs."""
+    outputs = [job for job in jobs if job.output is not None]
+    if out is not None:
+        return [] if not outputs or all(job.output == out for job in outputs) else [out]
+    folders: dict[str, Path] = {}
+    for job in outputs:
+        root = job.output
+        for _ in PurePath(job.rel).parts:
+            root = root.parent
+        if not _inside(job.input, root):  # beside the inputs: their folder is not ours to fill
+            folders.setdefault(os.path.normcase(os.path.abspath(root)), root)
+    return list(folders.values())
+
+
+def write_reports(folders: Sequence[Path], outcome: BatchReport, err: Console, *, quiet: bool = False,
+                  debug: bool = False) -> list[Path]:
+    """Record this run in each output folder and rewrite its OUT/seesr-report.html from everything there.
+    A report that cannot be written is a warning: the images are done, the exit code stays theirs."""
+    if not folders:
+        return []
+    from seesr_cli.report import ReportError, record_run, write_report
+
+    folders = [f for f in folders if f.is_dir()]  # a folder never made: nothing was written there
+    pages = []
+    for folder in folders:
+        mine = [r for r in outcome.results if _belongs(r, folder, alone=len(folders) == 1)]
+        try:
+            with counting(err, f"report {folder}", quiet=quiet) as tick:
+                record_run(folder, mine, seconds=outcome.seconds, interrupted=outcome.interrupted, on_progress=tick)
+                pages.append(write_report(folder, on_progress=tick))
+        except (ReportError, OSError) as exc:
+            note_line(err, f"warning: no report in {folder}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug in the report must not fail a finished batch
+            note_line(err, f"warning: no report in {folder}: internal error: {type(exc).__name__}: {exc} "
+                           f"({BUG_HINT})")
+            if debug:
+                err.print(traceback.format_exc(), markup=False, highlight=False, soft_wrap=True, end="")
+    return pages
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _belongs(result: JobResult, folder: Path, *, alone: bool) -> bool:
+    """A result goes to the folder that holds its output; one without output (not found, refused) to
+    the only folder, if there is one."""
+    output = result.job.output
+    return alone if output is None else _inside(output, folder)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -15,9 +16,10 @@ _PER_IMAGE_ROWS = 20  # larger batches get counts only in the summary
 
 
 def table_console(*, stderr: bool = False) -> Console:
-    """A console for tables: on a terminal its width; in a pipe or file, rows never fold."""
+    """A console for tables: on a terminal its width; in a pipe or file, rows never fold (unless
+    COLUMNS says how wide)."""
     console = Console(stderr=stderr)
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         console = Console(stderr=stderr, width=4096)
     return console
 
@@ -95,12 +97,57 @@ def weights_row(row) -> dict:
             "state": row.state, "licence": row.licence, "detail": row.detail or None}
 
 
+def size_text(size_bytes: float) -> str:
+    """Decimal units, as the Hub and the docs count weights: 13.8 GB, 7.2 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:,.1f} {unit}"
+    return f"{size_bytes:.0f} B"
+
+
 def weights_table(rows) -> Table:
-    table = Table(show_edge=False)
-    for name in ("part", "source", "local path", "size", "state"):
-        table.add_column(name, overflow="fold", justify="right" if name == "size" else "left")
+    """`seesr weights`: one block per part (state and size, what it is, where from, where it is), in two
+    columns so that it reads at 80 columns as well as at 200; long paths fold inside their column."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column("part", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
     for r in rows:
-        size = "" if r.size_bytes is None else f"{r.size_bytes / 1e6:,.1f} MB"
-        state = r.state if not r.detail else f"{r.state}: {r.detail}"
-        table.add_row(r.key, r.source, "" if r.path is None else str(r.path), size, state)
+        detail = r.detail.removeprefix(f"{r.source}: ")  # a lookup's message repeats the source
+        head = r.state if r.size_bytes is None else f"{r.state}, {size_text(r.size_bytes)}"
+        head += f" ({detail})" if detail and "\n" not in detail and len(detail) < 40 else ""
+        lines = [head, r.what]
+        if not r.source.startswith(("local:", "converted")):
+            lines.append(f"from {r.source}")
+        if r.path is not None:
+            lines.append(f"at {r.path}")
+        if detail and detail not in head:
+            lines.append(detail)
+        table.add_row(Text(r.key, style="bold"), Text("\n".join(lines)))
     return table
+
+
+_BAD = ("missing", "sha256 mismatch")
+
+
+def weights_next_step(rows, sizes: Mapping[str, int], *, offline: bool) -> str:
+    """The one thing to do next after `seesr weights`, or "all set". `sizes`: the manifest's bytes per part."""
+    mismatched = [r for r in rows if r.state == "sha256 mismatch"]
+    if mismatched:
+        r = mismatched[0]
+        if r.source.startswith("local:"):
+            return (f"next: {r.key} in your --weights folder is not the release file: replace it, or pass "
+                    "--accept-local-weights to use it as your own (unchecked) file")
+        return f"next: delete {r.path} (a damaged download); the next run fetches it again"
+    missing = [r for r in rows if r.state == "missing"]
+    if missing:
+        size = size_text(sum(sizes.get(r.key, 0) for r in missing))
+        parts = f"{len(missing)} missing part{'s' if len(missing) > 1 else ''} ({size})"
+        if offline:
+            return (f"next: go online (unset HF_HUB_OFFLINE) and run `seesr download` to fetch the {parts}, "
+                    "or pass --weights DIR (the layout: `seesr weights --help`)")
+        return f"next: run `seesr download` to fetch the {parts}, or pass --weights DIR"
+    if any(r.state == "not verified yet" for r in rows):
+        return "next: `seesr weights --verify` checks the sha256 of each file now (else the first run does)"
+    if any(r.state == "not converted yet" for r in rows):
+        return "next: the first run (or `seesr download`) converts DAPE once; then all is set"
+    return "all set: `seesr upscale photos/` runs from here without downloading anything"

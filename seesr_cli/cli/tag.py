@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from seesr_cli.batch import discover
 from seesr_cli.cli.app import app, print_json
-from seesr_cli.cli.options import Device, Inputs, JsonOut, Recursive, Scale, TileOverlap, TileSize, Weights
+from seesr_cli.cli.help import Command
+from seesr_cli.cli.options import (
+    AcceptLocal,
+    Device,
+    Inputs,
+    JsonOut,
+    Recursive,
+    Scale,
+    TagThreshold,
+    TagTileOverlap,
+    ThresholdAlias,
+    TileSize,
+    Weights,
+    accepting_local_weights,
+    one_threshold,
+)
 from seesr_cli.cli.progress import BatchProgress
 from seesr_cli.cli.tables import error_line, tag_lines
 from seesr_cli.cli.validate import check_tag
@@ -18,25 +33,34 @@ from seesr_cli.errors import InputImageError
 from seesr_cli.settings import UpscaleSettings
 
 
-@app.command()
+@app.command(cls=Command)
 def tag(
     images: Inputs,
     json_out: JsonOut = False,
     per_tile: Annotated[bool, typer.Option("--per-tile", help="Also tag each tile an upscale would run.")] = False,
-    threshold: Annotated[Optional[float], typer.Option(help="One threshold for all tags; default RAM's own.")] = None,
     recursive: Recursive = False,
     scale: Scale = 4.0,
     tile_size: TileSize = None,
-    tile_overlap: TileOverlap = None,
+    tile_overlap: TagTileOverlap = None,
+    tag_threshold: TagThreshold = None,
+    threshold: ThresholdAlias = None,
     weights: Weights = None,
+    accept_local_weights: AcceptLocal = False,
     device: Device = "auto",
 ) -> int:
-    """Print the DAPE tags of each image (needs only the DAPE weights)."""
+    """Print the DAPE tags of each image: what SeeSR's tagger sees (needs only the DAPE weights)."""
+    settings = UpscaleSettings(scale=scale, tile_size=tile_size, tile_overlap=tile_overlap,
+                               tag_threshold=one_threshold(tag_threshold, threshold)).resolved()
+    check_tag(settings.with_(tile_overlap=tile_overlap), weights=weights, device=device)  # before DAPE loads
+    with accepting_local_weights(accept_local_weights, weights):
+        return _tag(images, settings, json_out=json_out, per_tile=per_tile, recursive=recursive,
+                    weights=weights, device=device)
+
+
+def _tag(images, settings: UpscaleSettings, *, json_out: bool, per_tile: bool, recursive: bool,
+         weights: Path | None, device: str) -> int:
     from seesr_cli.io import load_image
 
-    settings = UpscaleSettings(scale=scale, tile_size=tile_size, tile_overlap=tile_overlap,
-                               tag_threshold=threshold).resolved()
-    check_tag(settings.with_(tile_overlap=tile_overlap), weights=weights, device=device)  # before DAPE loads
     files, problems = discover(images, recursive=recursive)
     err, failed, report = Console(stderr=True), len(problems), []
     for arg, cause in problems:

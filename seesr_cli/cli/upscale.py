@@ -12,11 +12,13 @@ from rich.console import Console
 from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
 from seesr_cli.batch.estimate import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_TILES, WorkLimits, limit_work
 from seesr_cli.cli.app import app, debug_enabled
+from seesr_cli.cli.help import Command
 from seesr_cli.cli.options import (
     _ADV,
     _OUT,
     _RUN,
     _WTS,
+    AcceptLocal,
     Device,
     Dtype,
     Inputs,
@@ -25,12 +27,15 @@ from seesr_cli.cli.options import (
     Recursive,
     Scale,
     Sd2Repo,
+    TagThreshold,
     TileOverlap,
     TileSize,
     Turbo,
     Weights,
+    accepting_local_weights,
+    local_weights_folder,
 )
-from seesr_cli.cli.run import run_upscale, show_plan
+from seesr_cli.cli.run import report_folders, run_upscale, show_plan
 from seesr_cli.cli.tables import note_line
 from seesr_cli.cli.validate import check_device, check_upscale
 from seesr_cli.scaleout.launch import is_main_process, launch_devices
@@ -50,13 +55,14 @@ def _adv(help: str = ""):
     return typer.Option(rich_help_panel=_ADV, help=help)
 
 
-@app.command()
+@app.command(cls=Command)
 def upscale(
     ctx: typer.Context,
     inputs: Inputs,
     output: Annotated[Optional[Path], _out(
         "Output folder (mirrors input subfolders), or a file name for one input file. Default: "
-        "<folder>_x4/ beside a named folder, <name>_x4.png beside a named file.", "--output", "-o")] = None,
+        "<folder>_x4/ beside a named folder, <name>_x4.png beside a named file.", "--output", "-o",
+        metavar="OUT")] = None,
     recursive: Recursive = False,
     fmt: Annotated[Optional[Literal["png", "jpg", "webp", "tiff", "same"]],
                    _out("Output format; default png (or -o's extension).", "--format")] = None,
@@ -65,6 +71,8 @@ def upscale(
         "Added to output names; default none in an output folder, _x<scale> beside the input.")] = None,
     overwrite: Annotated[bool, _out("Redo existing outputs (default: skip them).", "--overwrite")] = False,
     dry_run: Annotated[bool, _out("List what would be done; load nothing.", "--dry-run")] = False,
+    no_report: Annotated[bool, _out("Do not write OUT/seesr-report.html (the batch report with before/after "
+                                    "sliders; rebuilt by `seesr report OUT`).", "--no-report")] = False,
     scale: Scale = 4.0,
     steps: Annotated[Optional[int], _run("Denoising steps; default per sampler (ddpm 50).")] = None,
     guidance: Annotated[Optional[float], _run("Classifier-free guidance; default 5.5.")] = None,
@@ -82,20 +90,22 @@ def upscale(
     process_size: Annotated[int, _adv("Smaller inputs are enlarged to this size / scale first.")] = 512,
     conditioning_scale: Annotated[float, _adv()] = 1.0,
     tile_batch: Annotated[Optional[int], _adv("Tiles per forward; default from free memory.")] = None,
-    tag_threshold: Annotated[Optional[float], _adv("One DAPE threshold for every tag.")] = None,
+    tag_threshold: TagThreshold = None,
     max_megapixels: Annotated[float, _adv("Refuse larger results or working images.")] = DEFAULT_MAX_MEGAPIXELS,
     max_tiles: Annotated[int, _adv("Refuse images that need more latent tiles.")] = DEFAULT_MAX_TILES,
     turbo: Turbo = False,
     device: Device = "auto",
     devices: Annotated[Optional[str], typer.Option(
         "--devices", rich_help_panel=_WTS, metavar="LIST",
-        help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu (docs/CLI.md: several machines).")] = None,
+        help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu. Several machines: accelerate "
+             "launch (the docs linked in `seesr --help`).")] = None,
     dtype: Dtype = "auto",
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
         help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
              "one-off compile of about 1-2 minutes; for batches.")] = False,
     weights: Weights = None,
+    accept_local_weights: AcceptLocal = False,
     sd2_repo: Sd2Repo = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -110,6 +120,7 @@ def upscale(
     load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models)
     limits = WorkLimits(max_megapixels, max_tiles)
     check_upscale(settings, load, weights=weights)  # before any work
+    local_weights_folder(accept_local_weights, weights)
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
@@ -123,8 +134,9 @@ def upscale(
                               say=partial(note_line, Console(stderr=True)))
     team = join_team(load.device)  # None unless one of several processes (accelerate launch, --devices)
     loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo)
-    return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
-                       debug=debug_enabled(ctx))
+    with accepting_local_weights(accept_local_weights, weights, note=team is None or team.is_main):
+        return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
+                           debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output))
 
 
 def relaunch_args(ctx, device: str) -> list[str]:

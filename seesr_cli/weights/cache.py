@@ -63,5 +63,6 @@ def weights_folder(weights_dir: str | Path | None) -> Path | None:
         what = "does not exist" if not os.path.lexists(path) else "is not a folder"
         sep = " " if origin == "--weights" else "="
         raise UsageError(f"{origin}{sep}{path}: {what} (expected a folder in the official layout: "
-                         "stable-diffusion-2-base/, seesr/unet/, seesr/controlnet/, DAPE.pth, ...)")
+                         "stable-diffusion-2-base/, seesr/unet/, seesr/controlnet/, DAPE.pth, ...; "
+                         "`seesr weights --help` shows it)")
     return path

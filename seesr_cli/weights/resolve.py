@@ -8,7 +8,7 @@ parts are reported together, in one message that says how to get them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seesr_cli.errors import WeightsError
@@ -18,8 +18,12 @@ from seesr_cli.weights.hub import Located, NotFound, Progress, from_hub
 from seesr_cli.weights.manifest import DAPE_KEYS, LOCAL_NAME, LOCAL_OPTIONAL, LOCAL_ROOT, SEESR_KEYS, Source, sources
 from seesr_cli.weights.verify import VerifiedRecord, verify
 
+ACCEPT_LOCAL_ENV = "SEESR_ACCEPT_LOCAL_WEIGHTS"  # `--accept-local-weights`: your own files in DIR, unchecked
+
 
 def _from_layout(src: Source, weights_dir: Path) -> Located | None:
+    if os.environ.get(ACCEPT_LOCAL_ENV, "") not in ("", "0"):
+        src = replace(src, sha256=())  # no release digest to match; pickles.py still refuses code
     root = weights_dir / LOCAL_ROOT.get(src.key, "")
     files = (LOCAL_NAME[src.key],) if src.key in LOCAL_NAME else src.files
     if all((root / f).is_file() for f in files):
@@ -67,13 +71,14 @@ def _missing_message(failures: list[tuple[Source, NotFound]], dirs: CacheDirs) -
     lines = [f"missing weights ({len(failures)} part{'s' if len(failures) > 1 else ''}):"]
     lines += [f"  - {src.what}: {exc}" for src, exc in failures]
     if is_offline():
-        lines.append(f"HF_HUB_OFFLINE is set, so nothing was downloaded. Run `seesr download` once while online "
-                     f"(it fills {dirs.hub}),")
+        lines.append(f"HF_HUB_OFFLINE is set, so nothing was downloaded: go online (unset HF_HUB_OFFLINE) to "
+                     f"fetch them into {dirs.hub},")
     else:
-        lines.append(f"Run `seesr download` to fetch them into {dirs.hub},")
+        lines.append(f"They could not be fetched into {dirs.hub} (the cause is above; downloads resume when "
+                     "tried again),")
     lines.append("or pass --weights DIR (or set SEESR_WEIGHTS) to a folder in the official layout: "
                  "stable-diffusion-2-base/, seesr/unet/, seesr/controlnet/, DAPE.pth, ram_swin_large_14m.pth "
-                 "(see weights/README.md).")
+                 "(`seesr weights --help` shows it).")
     if any(exc.hub_error for _, exc in failures):
         lines.append("A repo that moved can be replaced with --sd2-repo or a SEESR_SOURCES file.")
     return "\n".join(lines)

@@ -95,7 +95,7 @@ def verify(found: dict[str, Located], record: VerifiedRecord, progress: Progress
 def _mismatch_message(loc: Located, path: Path, expected: str, actual: str) -> str:
     head = f"{path}: sha256 mismatch for {loc.source.what}: expected {expected}, got {actual}. "
     if loc.local:
-        return head + (f"It is not the official release file: replace it, or accept it with "
-                       f'{{"{loc.source.key}": {{"sha256": null}}}} in a SEESR_SOURCES file.')
-    return head + (f"The download is corrupt or the file changed upstream: delete {os.path.realpath(path)} "
-                   "and run `seesr download` again.")
+        return head + ("It is not the official release file: replace it, or use it as your own file with "
+                       "--accept-local-weights (its sha256 is then not checked; it still never runs code).")
+    return head + (f"The download is corrupt or the file changed upstream: delete {os.path.realpath(path)}; "
+                   "the next run (online) fetches it again.")

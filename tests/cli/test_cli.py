@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -17,11 +18,9 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fakehub import build_official_layout
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -35,34 +34,6 @@ FAST = ["--steps", "2", "--scale", "2", "--process-size", "64", "--device", "cpu
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="session")
-def weights_env(tiny_components, fake_hub, tmp_path_factory):
-    """The session's fake Hub cache (conftest), an official-layout folder and one HF_HOME, so the
-    compact DAPE file is converted once."""
-    root = tmp_path_factory.mktemp("cli-weights")
-    official = build_official_layout(root / "official", tiny_components)
-    return SimpleNamespace(hub=fake_hub, official=official, home=root / "home", root=root)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and other test processes may share the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def offline(weights_env, monkeypatch, tmp_path):
-    """This process offline against the fake cache; cwd is the test's own folder."""
-    weights_env.hub.apply(monkeypatch, weights_env.home)
-    monkeypatch.chdir(tmp_path)
-    return weights_env
 
 
 def invoke(*args: str):
@@ -96,6 +67,25 @@ def rgb_png(path: Path, seed: int = 0, size=(24, 16)) -> Path:
 
 def mtimes(folder: Path) -> dict[str, int]:
     return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def results(folder: Path) -> dict[str, int]:
+    """`mtimes` of the results alone: not the report and its hidden folder."""
+    return {name: t for name, t in mtimes(folder).items()
+            if name != "seesr-report.html" and not name.startswith(".seesr-report/")}
+
+
+def report_items(page: Path) -> list[str]:
+    """The results a report shows (its inline JSON; the browser test checks the cards themselves)."""
+    text = page.read_text(encoding="utf-8")
+    raw = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.DOTALL).group(1)
+    return [item["name"] for item in json.loads(raw)["items"]]
+
+
+def failures_shown(folder: Path) -> str:
+    from seesr_cli.report import collect
+
+    return " ".join(f"{e.source}: {e.error}" for e in collect(folder) if e.failed)
 
 
 def no_temp_files(folder: Path) -> bool:
@@ -138,7 +128,7 @@ def error_lines(stderr: str) -> list[str]:
 def test_version_and_help():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"seesr-cli {__version__}"
-    for command in ("upscale", "tag", "download", "weights", "info"):
+    for command in ("upscale", "tag", "download", "weights", "info", "report"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout
 
@@ -197,7 +187,8 @@ def test_missing_weights_offline_is_one_message_exit_1(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("error: ") == 1 and "missing weights" in done.stderr
-    assert "seesr download" in done.stderr and "--weights DIR" in done.stderr
+    assert "go online" in done.stderr and "--weights DIR" in done.stderr and "`seesr weights --help`" in done.stderr
+    assert "README" not in done.stderr and "docs/" not in done.stderr  # not in a pipx install
     assert not (tmp_path / "a_x2.png").exists()
 
 
@@ -239,7 +230,7 @@ def test_tag_text_json_and_per_tile(offline, tmp_path):
     assert text.stdout.startswith("a.png: ") and len(text.stdout.splitlines()) == 1
     assert error_lines(text.stderr) == ["error: bad.png: not a recognised image format (or its header is damaged)"]
 
-    data = invoke("tag", "a.png", "--json", "--per-tile", "--threshold", "0.45")
+    data = invoke("tag", "a.png", "--json", "--per-tile", "--tag-threshold", "0.45")
     assert data.exit_code == 0, data.stderr
     [entry] = json.loads(data.stdout)["images"]
     assert entry["input"] == "a.png"
@@ -250,7 +241,7 @@ def test_tag_text_json_and_per_tile(offline, tmp_path):
     assert min(b[0] for b in boxes) == 0 and max(b[0] + b[2] for b in boxes) == 40
     assert all(t["probability"] >= 0.45 for tile in entry["tiles"] for t in tile["tags"])
     # the text form of the same tags is the global hard prompt
-    plain = invoke("tag", "a.png", "--threshold", "0.45")
+    plain = invoke("tag", "a.png", "--threshold", "0.45")  # the old name, a hidden alias
     assert plain.stdout.strip() == "a.png: " + ", ".join(t["tag"] for t in entry["tags"])
 
 
@@ -320,7 +311,11 @@ def test_upscale_end_to_end_through_the_entry_point(offline, tmp_path):
         "in/text.png": "failed", "in/zero.png": "failed", "in/sub/plain.png": "ok"}
     assert "upscaled" in done.stderr  # the summary goes to stderr when stdout carries JSON
     out = tmp_path / "out"
-    assert sorted(mtimes(out)) == ["deep.png", "gray.png", "rgba.png", "rotated.png", "sub/plain.png"]
+    assert sorted(results(out)) == ["deep.png", "gray.png", "rgba.png", "rotated.png", "sub/plain.png"]
+    assert json.loads(done.stdout)["reports"] == [str(Path("out") / "seesr-report.html")]
+    items = report_items(out / "seesr-report.html")
+    assert sorted(items) == ["deep.png", "gray.png", "rgba.png", "rotated.png", "sub/plain.png"]
+    assert "text.png" in failures_shown(out) and "zero.png" in failures_shown(out)
 
     with Image.open(out / "rgba.png") as im:
         assert (im.mode, im.size) == ("RGBA", (48, 32))
@@ -404,17 +399,21 @@ def test_interrupted_batch_resumes_without_redoing_anything(offline, tmp_path, h
         assert no_temp_files(tmp_path)
     else:
         assert proc.returncode == -signal.SIGKILL
-    before = mtimes(tmp_path / "out")
-    assert 1 <= len([name for name in before if not name.startswith(".")]) < 4, "not stopped mid-batch"
+    before = results(tmp_path / "out")
+    assert 1 <= len(before) < 4, "not stopped mid-batch"
+    if how == signal.SIGINT:  # a stopped run still writes the report of what it finished
+        assert sorted(report_items(tmp_path / "out" / "seesr-report.html")) == sorted(before)
 
     rerun = invoke(*args, "--json")
     assert rerun.exit_code == 0, rerun.stderr
     statuses = {Path(r["input"]).name: r["status"] for r in json.loads(rerun.stdout)["images"]}
-    finished = {name for name in before if not name.startswith(".")}
+    finished = set(before)
     assert statuses == {f"img{i}.png": "skipped" if f"img{i}.png" in finished else "ok" for i in range(4)}
-    after = mtimes(tmp_path / "out")
+    after = results(tmp_path / "out")
     assert {name: after[name] for name in finished} == {name: before[name] for name in finished}
     assert sorted(after) == [f"img{i}.png" for i in range(4)] and no_temp_files(tmp_path)
+    # one report, complete: every image of both runs
+    assert sorted(report_items(tmp_path / "out" / "seesr-report.html")) == sorted(after)
     for name in after:
         with Image.open(tmp_path / "out" / name) as im:
             im.load()

@@ -37,6 +37,7 @@ from seesr_cli.scaleout.shared import HelperBatch, MainBatch
 from seesr_cli.scaleout.team import Liveness, Team, plan_fingerprint
 from seesr_cli.errors import InputImageError, UsageError, WeightsError
 from seesr_cli.cli.progress import BatchProgress
+from seesr_cli.report import HIDDEN_DIR, REPORT_NAME, collect
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "2", "--scale", "2", "--process-size", "64", "--device", "cpu"]
@@ -94,10 +95,14 @@ def seesr(*args, env: dict, cwd: Path, timeout: float = 180) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout)
 
 
+def result_names(folder: Path) -> list[str]:
+    """The results in an output folder: not the batch report and its hidden folder."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in (REPORT_NAME, HIDDEN_DIR))
+
+
 def same_bytes(a: Path, b: Path) -> bool:
-    names = sorted(p.name for p in a.iterdir())
-    return names == sorted(p.name for p in b.iterdir()) and all(
-        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+    names = result_names(a)
+    return names == result_names(b) and all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
 def summaries(stderr: str) -> list[str]:
@@ -143,6 +148,11 @@ def test_devices_cpu_cpu_matches_one_process(baseline, env):
     assert summaries(done.stderr) == [summaries(done.stderr)[0]] and "6 upscaled, 0 skipped, 1 failed" in done.stderr
     assert same_bytes(baseline / "one", baseline / "two")
     assert not [p for p in baseline.rglob("*") if ".tmp" in p.name]
+    # one report, written once (by the main process), of every process's images and the failure
+    assert report["reports"] == [str(Path("two") / REPORT_NAME)]
+    assert len(json.loads((baseline / "two" / HIDDEN_DIR / "runs.json").read_text())) == 1
+    assert sorted(e.rel for e in collect(baseline / "two") if not e.failed) == [f"img{i}.png" for i in range(6)]
+    assert [e.source for e in collect(baseline / "two") if e.failed] == ["zero.png"]
 
 
 def test_accelerate_launch_two_processes(baseline, env):
@@ -184,14 +194,14 @@ def test_killed_process_is_reported_and_a_rerun_resumes(env, tmp_path):
     [lost] = [line for line in stderr.splitlines() if line.startswith("error: process 1:")]
     assert f"pid {pid}" in lost and "not done (re-run to resume)" in lost
     assert len(summaries(stdout)) == 1 and "Traceback" not in stderr  # the summary: on stdout without --json
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    before = {n: (tmp_path / "out" / n).stat().st_mtime_ns for n in result_names(tmp_path / "out")}
     assert {"img0.png", "img1.png", "img2.png", "img3.png"} <= set(before) and len(before) < 6
 
     rerun = subprocess.run([*args, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert rerun.returncode == 0, rerun.stderr
     statuses = {Path(r["input"]).name: r["status"] for r in json.loads(rerun.stdout)["images"]}
     assert statuses == {f"img{i}.png": "skipped" if f"img{i}.png" in before else "ok" for i in range(6)}
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    after = {n: (tmp_path / "out" / n).stat().st_mtime_ns for n in result_names(tmp_path / "out")}
     assert sorted(after) == [f"img{i}.png" for i in range(6)]
     assert {name: after[name] for name in before} == before  # nothing redone
     for name in after:
