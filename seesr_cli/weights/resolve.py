@@ -7,6 +7,7 @@ parts are reported together, in one message that says how to get them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path

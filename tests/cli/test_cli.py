@@ -70,9 +70,10 @@ def mtimes(folder: Path) -> dict[str, int]:
 
 
 def results(folder: Path) -> dict[str, int]:
-    """`mtimes` of the results alone: not the report and its hidden folder."""
+    """`mtimes` of the results alone: not the report, nor hidden files (its folder, a killed run's claims)."""
     return {name: t for name, t in mtimes(folder).items()
-            if name != "seesr-report.html" and not name.startswith(".seesr-report/")}
+            if name != "seesr-report.html" and not Path(name).name.startswith(".")
+            and not name.startswith(".seesr-report/")}
 
 
 def report_items(page: Path) -> list[str]:

@@ -32,7 +32,7 @@ def test_two_runs_on_one_folder_compute_each_image_once(fake_hub, tmp_path):
     # Convert DAPE once first, so both runs start from the same warm cache (as two real users would).
     subprocess.run([sys.executable, "-m", "seesr_cli", "weights"], env=env, cwd=tmp_path, capture_output=True,
                    timeout=600, check=False)
-    command = [sys.executable, "-m", "seesr_cli", "upscale", "in", "-o", "out", *FAST, "--json"]
+    command = [sys.executable, "-m", "seesr_cli", "upscale", "in", "-o", "out", *FAST, "--json", "--no-report"]
     start = time.monotonic()
     procs = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
