@@ -96,7 +96,7 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
         if observer is not None:
             observer.job_started(job, index, total)
         try:
-            result, setup = _run_one(job, work)
+            result, setup = run_one(job, work)
         except (Cancelled, KeyboardInterrupt):  # nothing of this image was written
             report.interrupted = True
             break
@@ -108,7 +108,7 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
     return report
 
 
-def _run_one(job: Job, work: Callable[[Job], WorkDone]) -> tuple[JobResult, float]:
+def run_one(job: Job, work: Callable[[Job], WorkDone]) -> tuple[JobResult, float]:
     """The job's result and the seconds spent loading models on its way."""
     if job.action == FAIL:
         return JobResult(job, FAILED, job.reason), 0.0

@@ -6,13 +6,13 @@ from functools import partial
 
 from rich.console import Console
 
-from seesr_cli.batch import FAIL, PipelineLoader, upscale_job
+from seesr_cli.batch import FAIL, PipelineLoader, run_jobs, upscale_job
 from seesr_cli.cli.app import print_json
 from seesr_cli.cli.errors import RESUME_HINT
 from seesr_cli.cli.progress import BatchProgress
+from seesr_cli.cli.scale import run_on_ray
 from seesr_cli.cli.signals import cancel_on_signals
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
-from seesr_cli.scaleout.shared import share_batch
 from seesr_cli.settings import UpscaleSettings
 
 
@@ -27,21 +27,19 @@ def show_plan(jobs, json_out: bool) -> int:
 
 
 def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality: int, *,
-                 json_out: bool, quiet: bool, team=None, debug: bool = False) -> int:
-    """Run this process's share of the jobs with live progress; summary, JSON and exit code.
-    With several processes only the main one draws and reports, for all (scaleout/shared.py)."""
+                 json_out: bool, quiet: bool, debug: bool = False, ray=None) -> int:
+    """Run the jobs with live progress; summary, JSON and exit code. `ray` (a scaleout.RayPlan
+    from --devices / --ray): on Ray's workers instead of this process (cli/scale.py)."""
     err = Console(stderr=True)
-    main = team is None or team.is_main
-    with BatchProgress(err, quiet=quiet or not main, debug=debug) as view, \
-            cancel_on_signals(announce=main) as cancelled:
-        loader.on_status, loader.on_weights = view.status, view.weights_event
-        batch = share_batch(jobs, team, view)
-        view.start(jobs)
-        work = partial(upscale_job, pipeline=loader, settings=settings, quality=quality,
-                       on_progress=batch.pipeline_event, should_cancel=cancelled)
-        report = batch.run(work, should_cancel=cancelled)
-    if report is None:  # another process reports
-        return 0
+    if ray is not None:
+        report = run_on_ray(ray, jobs, loader, settings, quality, quiet=quiet, debug=debug)
+    else:
+        with BatchProgress(err, quiet=quiet, debug=debug) as view, cancel_on_signals() as cancelled:
+            loader.on_status, loader.on_weights = view.status, view.weights_event
+            view.start(jobs)
+            work = partial(upscale_job, pipeline=loader, settings=settings, quality=quality,
+                           on_progress=view.pipeline_event, should_cancel=cancelled)
+            report = run_jobs(jobs, work, observer=view, should_cancel=cancelled)
     if json_out:
         print_json({"images": [r.to_dict() for r in report.results], "interrupted": report.interrupted,
                      "seconds": round(report.seconds, 3), "load_seconds": round(report.setup_seconds, 3),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich.console import Console
 
 from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
 from seesr_cli.cli.app import app, debug_enabled
@@ -30,10 +28,8 @@ from seesr_cli.cli.options import (
     Weights,
 )
 from seesr_cli.cli.run import run_upscale, show_plan
-from seesr_cli.cli.tables import note_line
+from seesr_cli.cli.scale import parse_ray_options
 from seesr_cli.errors import UsageError
-from seesr_cli.scaleout.launch import is_main_process, launch_devices
-from seesr_cli.scaleout.team import join_team
 from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, LoadOptions, UpscaleSettings
 
 
@@ -86,7 +82,12 @@ def upscale(
     device: Device = "auto",
     devices: Annotated[Optional[str], typer.Option(
         "--devices", rich_help_panel=_WTS, metavar="LIST",
-        help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu (docs/CLI.md: several machines).")] = None,
+        help="One worker per device on this machine (a private Ray): GPU numbers (0,1,2,3) or cpu,cpu.")] = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", rich_help_panel=_WTS, metavar="ADDRESS",
+        help="Run on a running Ray cluster: auto (RAY_ADDRESS, or the one started here) or HOST:PORT; one "
+             "worker per GPU, or per node without GPUs. Inputs and outputs on a shared file system "
+             "(docs/CLI.md).")] = None,
     dtype: Dtype = "auto",
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
@@ -107,37 +108,14 @@ def upscale(
     load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models)
     if weights is not None and not weights.is_dir():  # before any work, not at the first image
         raise UsageError(f"--weights {weights}: not a folder (expected the official layout, see weights/README.md)")
+    scale_out = parse_ray_options(devices, ray, load.device)  # None: this process
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
-        return show_plan(jobs, json_out) if is_main_process() else 0
-    if devices is not None and any(job.action == RUN for job in jobs):
-        return launch_devices(devices, load.device, partial(_relaunch, ctx),
-                              say=partial(note_line, Console(stderr=True)))
-    team = join_team(load.device)  # None unless one of several processes (accelerate launch, --devices)
+        return show_plan(jobs, json_out)
+    if not any(job.action == RUN for job in jobs):
+        scale_out = None  # nothing to run: no Ray
     loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo)
-    return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
-                       debug=debug_enabled(ctx))
+    return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, debug=debug_enabled(ctx),
+                       ray=scale_out)
 
-
-def relaunch_args(ctx, device: str) -> list[str]:
-    """This command's options and arguments again, less --devices, with --device set."""
-    options, arguments = [], []
-    for param in ctx.command.params:
-        value = device if param.name == "device" else ctx.params.get(param.name)
-        if param.name == "devices" or value is None:
-            continue
-        if param.param_type_name == "argument":
-            arguments += [str(v) for v in value]
-        elif getattr(param, "is_flag", False):
-            options += param.opts[:1] if value else param.secondary_opts[:1]
-        else:
-            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-            options.append(f"{long}={value}")  # `=`: a value may start with "-"
-    return [*options, "--", *arguments]
-
-
-def _relaunch(ctx, device: str) -> list[str]:
-    """The whole command line for the processes of `--devices` (root options included)."""
-    root = ["--debug"] if ctx.parent is not None and ctx.parent.params.get("debug") else []
-    return [*root, ctx.info_name, *relaunch_args(ctx, device)]

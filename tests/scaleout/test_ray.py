@@ -1,0 +1,367 @@
+"""One batch on Ray's workers (`seesr upscale --devices` / `--ray`), end to end on the CPU with the
+tiny models of the fake Hugging Face cache (tests/fakehub.py).
+
+One private local Ray (`--devices cpu,cpu`, the real command) and one two-node cluster
+(`ray.cluster_utils.Cluster`, 1 CPU per node, each node its own derived-weights cache) shared by
+the rest of the module: the CLI joins it with `--ray ADDRESS` / `--ray auto`, and this process
+joins it as a driver for the dispatcher and node-setup tests. Each worker runs one torch thread,
+as the one-process baseline does, so the bytes must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from seesr_cli.batch import FAILED, OK, RUN, Job, JobResult
+from seesr_cli.cli import app
+
+ray = pytest.importorskip("ray")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--steps", "2", "--scale", "2", "--process-size", "64", "--device", "cpu"]
+HF_VARS = ("HF_HUB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "SEESR_SOURCES")
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Ray's workers in /proc")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def noisy_png(path: Path, seed: int, size=(40, 24)) -> None:
+    """Per-pixel noise: any change in the arithmetic (thread count, order) shows in the bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def seesr(*args, env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seesr_cli", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def busy_worker() -> int | None:
+    """The pid of one of our cluster's workers that is running a job (Ray titles it so)."""
+    for pid in descendants(os.getpid()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.startswith(b"ray::UpscaleWorker.run"):
+            return pid
+    return None
+
+
+def stray_lines(stderr: str, allowed: list[str]) -> list[str]:
+    """Lines of stderr that none of our own line shapes explains (Ray's noise would)."""
+    return [line for line in stderr.splitlines() if line.strip() and not any(re.match(p, line) for p in allowed)]
+
+
+OUR_LINES = [r"starting Ray$", r"joining the Ray cluster at ", r"\d CPU workers? on \d nodes?; preparing the weights$",
+             r"\[\d+/\d+\] (ok|skipped) ", r"(verifying|converting) \w+ \.\.\.$", r"error: ", r"worker \d \(pid \d+ on .*\) died while on ",
+             r"seesr: \d+ upscaled", r"interrupted", r"stopping after the current step", r"\s*$",
+             r" ?[━┃│─╇]|\s+input\s+┃| \S+ +│ "]  # the summary table
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def env(fake_hub, tmp_path_factory) -> dict:
+    """A driver's environment: offline against the fake cache, the checkout importable, one thread."""
+    home = tmp_path_factory.mktemp("ray-home")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), base.get("PYTHONPATH")]))
+    return {**fake_hub.environ(home, base), "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def baseline(env, tmp_path_factory) -> Path:
+    """Six noisy images and their upscales by ONE process with one torch thread."""
+    import torch
+
+    root = tmp_path_factory.mktemp("ray")
+    for i in range(6):
+        noisy_png(root / "in" / f"img{i}.png", seed=i)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in HF_VARS + ("SEESR_SOURCES",):
+            patch.setenv(name, env[name])
+        patch.chdir(root)
+        result = CliRunner().invoke(app, ["upscale", "in", "-o", "one", *FAST], catch_exceptions=False)
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(env, tmp_path_factory):
+    """Two Ray nodes on this machine, 1 CPU each, each with its own HF_HOME (derived weights)."""
+    from ray.cluster_utils import Cluster
+
+    def node_env(name: str) -> dict:
+        return {**{k: env[k] for k in HF_VARS}, "HF_HOME": str(tmp_path_factory.mktemp(name)),
+                "PYTHONPATH": env["PYTHONPATH"], "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "env_vars": node_env("head-home")})
+    try:
+        cluster.add_node(num_cpus=1, env_vars=node_env("node-home"))
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def driver(cluster):
+    """This process as one more driver of the cluster (the CLI runs are others)."""
+    import logging
+
+    ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.ERROR)
+    yield cluster
+    ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- the command, a private Ray
+
+
+def test_devices_cpu_cpu_matches_one_process(baseline, env):
+    """`--devices cpu,cpu`: the same bytes as one process, every input once, one bad input
+    reported (exit 1), stdout clean JSON and nothing of Ray's on stderr."""
+    (baseline / "zero.png").write_bytes(b"")
+    done = seesr("upscale", "in", "zero.png", "-o", "two", "--json", "--devices", "cpu,cpu", *FAST,
+                 env=env, cwd=baseline)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert [Path(r["input"]).as_posix() for r in report["images"]] == [f"in/img{i}.png" for i in range(6)] + ["zero.png"]
+    assert [r["status"] for r in report["images"]] == ["ok"] * 6 + ["failed"]  # in plan order
+    assert report["exit_code"] == 1 and not report["interrupted"] and report["load_seconds"] > 0
+    assert "error: zero.png: file is empty (0 bytes)" in done.stderr.splitlines()
+    assert "2 CPU workers on 1 node; preparing the weights" in done.stderr
+    assert sorted(re.findall(r"^\[\d/7\] ok (\S+) ->", done.stderr, re.MULTILINE)) == [str(Path(f"in/img{i}.png"))
+                                                                                 for i in range(6)]
+    assert not stray_lines(done.stderr, OUR_LINES), done.stderr
+    assert same_bytes(baseline / "one", baseline / "two")
+    assert not [p for p in baseline.rglob("*") if ".tmp" in p.name or ".seesr-ray" in p.name]
+    (baseline / "zero.png").unlink()
+
+
+# ----------------------------------------------------------------------------- the command, a two-node cluster
+
+
+def test_two_nodes_ctrl_c_then_a_rerun_that_loses_a_worker(baseline, env, cluster):
+    """`--ray ADDRESS` on two nodes, SIGINT to the driver after the first image: the running images
+    stop at their next step, nothing half-written, exit 130. The rerun (`--ray auto`) skips what is
+    done; one worker process is SIGKILLed during its first image: that image is redone on the other
+    node or the restarted worker; exit 0, every input once, the same bytes as one process."""
+    args = [sys.executable, "-m", "seesr_cli", "upscale", "in", "-o", "nodes", *FAST]
+    proc = subprocess.Popen([*args, "--ray", cluster.address], env=env, cwd=baseline, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((baseline / "nodes").glob("img*.png")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGINT)
+        signalled = time.monotonic()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - signalled < 30
+    assert "joining the Ray cluster at" in stderr and "2 CPU workers on 2 nodes" in stderr
+    assert re.search(r"interrupted after \d of 6 images: re-run the same command to resume", stderr), stderr
+    assert not stray_lines(stderr, OUR_LINES), stderr
+    before = {p.name: p.stat().st_mtime_ns for p in (baseline / "nodes").iterdir()}
+    assert 1 <= len(before) < 6 and all(name.startswith("img") for name in before)  # no temp, no token left
+
+    proc = subprocess.Popen([*args, "--json", "--ray", "auto"], env={**env, "RAY_ADDRESS": cluster.address},
+                            cwd=baseline, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 240
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            killed = busy_worker()
+            if killed is not None:
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.02)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "no worker ever ran an image: " + stderr
+    assert proc.returncode == 0, stderr
+    statuses = {Path(r["input"]).name: r["status"] for r in json.loads(stdout)["images"]}  # each input once
+    assert statuses == {f"img{i}.png": "skipped" if f"img{i}.png" in before else "ok" for i in range(6)}
+    [died] = [line for line in stderr.splitlines() if " died while on " in line]
+    assert f"(pid {killed} on " in died and "goes to the next free worker (try 2 of 3)" in died
+    assert not stray_lines(stderr, OUR_LINES), stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (baseline / "nodes").iterdir()}
+    assert {name: after[name] for name in before} == before  # nothing redone
+    assert same_bytes(baseline / "one", baseline / "nodes")
+    assert not [p for p in baseline.rglob("*") if ".tmp" in p.name or ".seesr-ray" in p.name]
+
+
+# ----------------------------------------------------------------------------- the dispatcher and the nodes, in here
+
+
+class Recorder:
+    """A ClusterObserver that keeps what it is told."""
+
+    def __init__(self):
+        self.finished: list[JobResult] = []
+        self.notices: list[str] = []
+        self.problems: list[str] = []
+
+    def job_started(self, job, index, total): pass
+
+    def job_finished(self, result, index, total): self.finished.append(result)
+
+    def image_event(self, job, event): pass
+
+    def image_status(self, job, text): pass
+
+    def weights_event(self, event): pass
+
+    def notice(self, text): self.notices.append(text)
+
+    def problem(self, subject, cause): self.problems.append(f"{subject}: {cause}")
+
+
+def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
+    """Workers that die on one image (every time) and run the others: that image fails after 3
+    tries with a one-line cause, every other image is done, the run ends."""
+    from seesr_cli.scaleout.dispatch import Dispatcher
+    from seesr_cli.scaleout.sink import ProgressSink
+    from seesr_cli.scaleout.worker import Outcome
+
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+    class Fragile:
+        def ping(self):
+            return {"pid": os.getpid(), "host": "here"}
+
+        def run(self, job, key):
+            if job.rel == "poison.png":
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.05)
+            return Outcome("done", JobResult(job, OK, seconds=0.05), 0.0)
+
+    names = ["a.png", "b.png", "poison.png", "c.png", "d.png"]
+    jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in names]
+    workers = [Fragile.remote() for _ in range(2)]
+    sink = ProgressSink.remote()
+    seen = Recorder()
+    try:
+        report = Dispatcher(jobs, workers, sink=sink, observer=seen, should_cancel=lambda: False).run()
+    finally:
+        for actor in [*workers, sink]:
+            ray.kill(actor)
+    assert [r.job.rel for r in report.results] == names
+    assert [r.status for r in report.results] == [OK, OK, FAILED, OK, OK] and report.exit_code == 1
+    cause = report.results[2].error
+    assert cause.startswith("its worker died each of the 3 times it ran it (killed, crashed, out of memory or its "
+                            "node left; Ray: Actor") and "\n" not in cause
+    assert len(seen.notices) == 2 and all("died while on poison.png" in n for n in seen.notices)
+
+
+def test_ctrl_c_cancels_the_running_jobs_at_their_next_step(driver, tmp_path):
+    """The first Ctrl-C: no job handed out any more; a running job sees Ray's cancel between its
+    steps and stops; the report is interrupted and lists only what finished."""
+    from seesr_cli.scaleout.dispatch import Dispatcher
+    from seesr_cli.scaleout.sink import ProgressSink
+    from seesr_cli.scaleout.worker import Outcome
+
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+    class Stepper:
+        def ping(self):
+            return {"pid": os.getpid(), "host": "here"}
+
+        def run(self, job, key):
+            for _ in range(3000 if job.rel == "long.png" else 1):  # "steps" of 10 ms
+                if ray.get_runtime_context().is_canceled():
+                    return Outcome("cancelled")
+                time.sleep(0.01)
+            return Outcome("done", JobResult(job, OK), 0.0)
+
+    names = ["long.png", "a.png", "b.png", "c.png", "d.png", "e.png"]
+    jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in names]
+    seen = Recorder()
+    stop_after_first = lambda: len(seen.finished) >= 1  # Ctrl-C once an image is done
+    workers, sink = [Stepper.remote() for _ in range(2)], ProgressSink.remote()
+    start = time.monotonic()
+    try:
+        report = Dispatcher(jobs, workers, sink=sink, observer=seen, should_cancel=stop_after_first).run()
+    finally:
+        for actor in [*workers, sink]:
+            ray.kill(actor)
+    assert time.monotonic() - start < 15  # not the 30 s of the long job
+    assert report.interrupted and report.exit_code == 130
+    assert "long.png" not in [r.job.rel for r in report.results] and 1 <= len(report.results) < 6
+
+
+def test_weights_are_prepared_once_per_cache(driver, tmp_path):
+    """Two workers per node preparing at once: one conversion per node cache; with one cache shared
+    by both nodes (a network home), one conversion in all; nobody else writes it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from seesr_cli.scaleout.nodes import WeightsSource, prepare_weights
+
+    @ray.remote(num_cpus=0)
+    def prepare(assets: str) -> int:
+        old = os.environ.get("HF_ASSETS_CACHE")
+        os.environ["HF_ASSETS_CACHE"] = assets
+        try:
+            return prepare_weights(WeightsSource())
+        finally:
+            os.environ.pop("HF_ASSETS_CACHE") if old is None else os.environ.update(HF_ASSETS_CACHE=old)
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    assert len(nodes) == 2
+
+    def on(node):
+        return prepare.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+
+    own = {node: str(tmp_path / f"assets-{k}") for k, node in enumerate(nodes)}
+    assert sorted(ray.get([on(n).remote(own[n]) for n in nodes for _ in range(2)])) == [0, 0, 1, 1]
+    shared = str(tmp_path / "assets-shared")
+    assert sorted(ray.get([on(n).remote(shared) for n in nodes for _ in range(2)])) == [0, 0, 0, 1]
+    for folder in [*own.values(), shared]:
+        assert len(list(Path(folder, "seesr-cli").glob("dape-*.safetensors"))) == 1
+        assert not list(Path(folder, "seesr-cli").glob(".*.tmp-*"))
