@@ -24,6 +24,7 @@ from seesr_cli.batch import RUN, BatchReport, Job, JobResult, PipelineLoader
 from seesr_cli.cli.progress import BatchProgress, denoise_progress
 from seesr_cli.cli.signals import cancel_on_signals
 from seesr_cli.cli.tables import note_line
+from seesr_cli.errors import UsageError
 from seesr_cli.scaleout.devices import LOCAL, RayPlan, plan_ray
 from seesr_cli.settings import UpscaleSettings
 
@@ -72,7 +73,11 @@ class ClusterProgress(BatchProgress):
 
 
 def parse_ray_options(devices: str | None, ray: str | None, device: str) -> RayPlan | None:
-    """The Ray plan of `--devices` / `--ray`, or None for a one-process run; checks GPU numbers here."""
+    """The Ray plan of `--devices` / `--ray`, or None for a one-process run; checks GPU numbers here.
+    Refuses to run as one of several launched processes (torchrun support is gone: each would redo all)."""
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+        raise UsageError("seesr no longer runs under accelerate launch or torchrun (WORLD_SIZE is set): run it "
+                         "once, with --devices 0,1,... on one machine or --ray ADDRESS on a Ray cluster (docs/CLI.md)")
     if devices is None and ray is None:
         return None
     plan = plan_ray(devices, ray, device)

@@ -40,6 +40,16 @@ def test_devices_plan_a_private_ray_here():
             plan_ray(spec, None, device, gpus=2)
 
 
+def test_launchers_are_refused(monkeypatch):
+    """torchrun / accelerate launch would run the whole batch N times over: say what replaced them."""
+    from seesr_cli.cli.scale import parse_ray_options
+
+    assert parse_ray_options(None, None, "auto") is None
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(UsageError, match="no longer runs under accelerate launch or torchrun.*--ray ADDRESS"):
+        parse_ray_options(None, None, "auto")
+
+
 def test_ray_plans_from_the_cluster():
     assert plan_ray(None, "auto").address == "auto" and plan_ray(None, "10.0.0.1:6379", "cpu").gpu is False
     with pytest.raises(UsageError, match="give one of them"):
