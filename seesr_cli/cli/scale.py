@@ -132,7 +132,8 @@ def run_on_ray(plan: RayPlan, jobs: list[Job], loader: PipelineLoader, settings:
             if not quiet:
                 note_line(console, "starting Ray" if plan.address == LOCAL else f"joining the Ray cluster at {plan.address}")
             start_ray(plan)
-            with ClusterProgress(console, quiet=quiet, debug=debug) as view, cancel_on_signals() as cancelled:
+            with ClusterProgress(console, quiet=quiet, debug=debug) as view, \
+                    cancel_on_signals(fd=console.file.fileno()) as cancelled:
                 view.start(jobs)
                 return run_batch(plan, jobs, loader.load, source, settings, quality, observer=view,
                                  should_cancel=cancelled, setup_seconds=time.perf_counter() - start)

@@ -13,9 +13,9 @@ _REPEAT_S = 1.0  # one Ctrl-C can arrive twice (terminal + launcher): count it o
 
 
 @contextmanager
-def cancel_on_signals(*, announce: bool = True) -> Iterator[Callable[[], bool]]:
-    """First Ctrl-C or SIGTERM (torchrun's and `--devices`' way to stop workers): stop cleanly at
-    the next step (the pipeline polls the flag); another one over a second later: at once."""
+def cancel_on_signals(*, announce: bool = True, fd: int = 2) -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C or SIGTERM: stop cleanly at the next step (the pipeline polls the flag);
+    another one over a second later: at once. `fd`: where the announcement goes (the terminal)."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag.is_set
@@ -29,7 +29,7 @@ def cancel_on_signals(*, announce: bool = True) -> Iterator[Callable[[], bool]]:
             first.append(time.monotonic())
             flag.set()
             if announce:
-                os.write(2, b"\nstopping after the current step (Ctrl-C again to stop now)\n")  # signal-safe
+                os.write(fd, b"\nstopping after the current step (Ctrl-C again to stop now)\n")  # signal-safe
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -22,8 +22,8 @@ worse on each point that matters here:
   report the image failed with a cause";
 - a lost node: its job waited for the actor's restart and ran last after an 8.6 s stall (our
   loop redid it on the other node at once);
-- Ctrl-C: Ray Data kills the running jobs mid-image; a cancelled actor task stops at the
-  pipeline's next step (35-75 ms) and writes nothing;
+- Ctrl-C: Ray Data kills the running jobs mid-image; with actors, the running images stop at
+  their next step and write nothing (35-75 ms after the signal in the prototype);
 - silence and weight: Ray Data prints its own progress and an error line on every run, has a
   30-minute no-progress timeout that a large CPU image exceeds, bundles up to 200 blocks per call
   unless told otherwise, and needs `ray[data]` (pyarrow + pandas, +255 MB) where `ray` suffices.

@@ -5,7 +5,7 @@ the nodes. This loop only keeps one job in flight per worker (a free worker neve
 busy one's queue), puts the job of a dead worker back at the head of the queue (at most
 `max_attempts` tries: an image that kills its worker every time is then reported failed), gives
 a restarted worker work again once it answers a ping, forwards the workers' progress to the
-observer, and on Ctrl-C cancels the running jobs (they stop at their next step).
+observer, and on Ctrl-C raises the mailbox's stop flag (the running jobs stop at their next step).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import RayError, RayTaskError, TaskCancelledError
+from ray.exceptions import RayError, RayTaskError
 
 from seesr_cli.batch import FAILED, RUN, BatchReport, Job, JobResult, run_one
 from seesr_cli.errors import InternalError, one_line
@@ -76,9 +76,9 @@ def _death(exc: BaseException) -> str:
 
 
 class Dispatcher:
-    def __init__(self, jobs: Sequence[Job], handles: Sequence[Any], *, sink: Any, observer: ClusterObserver,
+    def __init__(self, jobs: Sequence[Job], handles: Sequence[Any], *, mailbox: Any, observer: ClusterObserver,
                  should_cancel: Callable[[], bool], max_attempts: int = MAX_ATTEMPTS, alone_s: float = ALONE_S):
-        self.jobs, self.sink, self.observer = list(jobs), sink, observer
+        self.jobs, self.mailbox, self.observer = list(jobs), mailbox, observer
         self.should_cancel, self.max_attempts, self.alone_s = should_cancel, max_attempts, alone_s
         self.workers = [_Worker(h, f"worker {n + 1}") for n, h in enumerate(handles)]
         self.results: dict[int, JobResult] = {}
@@ -104,8 +104,7 @@ class Dispatcher:
         while self.running or (self.queue and not self.cancelled and (self.idle or self.probes)):
             if not self.cancelled and self.should_cancel():
                 self.cancelled = True
-                for ref in self.running:
-                    ray.cancel(ref)  # the worker's pipeline sees it at its next step
+                self.mailbox.stop.remote()  # each running pipeline sees it at its next step
             while self.queue and self.idle and not self.cancelled:
                 self._hand_out(self.idle.pop(0), self.queue.popleft())
             for ref in self._ready():
@@ -155,9 +154,6 @@ class Dispatcher:
         job = self.jobs[i]
         try:
             outcome = ray.get(ref)
-        except TaskCancelledError:  # Ctrl-C: not done, nothing written
-            self.idle.append(worker)
-            return
         except RayTaskError as exc:  # the worker's own code failed outside the job: a bug of ours
             self.idle.append(worker)
             self._finish(i, JobResult(job, FAILED, f"internal error: {_cause(exc)}", trace=str(exc)))
@@ -200,8 +196,8 @@ class Dispatcher:
 
     def _drain(self) -> None:
         try:
-            events = ray.get(self.sink.drain.remote())
-        except RayError:  # the sink is gone: progress stops, the work does not
+            events = ray.get(self.mailbox.drain.remote())
+        except RayError:  # the mailbox is gone: progress stops, the work does not
             return
         for kind, key, payload in events:
             if kind == "weights":

@@ -103,7 +103,7 @@ def _token_file(folder: str, token: str, node: str = "") -> Path:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _setup_node(probe: Probe, source: WeightsSource, sink: str | None) -> dict:
+def _setup_node(probe: Probe, source: WeightsSource, mailbox: str | None) -> dict:
     """On one node: answer the driver's token, find the input, prepare the weights."""
     node = ray.get_runtime_context().get_node_id()
     info = {"node": node, "host": socket.gethostname(), "version": seesr_cli.__version__, "converted": 0,
@@ -117,8 +117,8 @@ def _setup_node(probe: Probe, source: WeightsSource, sink: str | None) -> dict:
     if info["seen"] != probe.token or not info["input"]:
         return info
     forward = None
-    if sink is not None:
-        handle = ray.get_actor(sink)
+    if mailbox is not None:
+        handle = ray.get_actor(mailbox)
         forward = lambda event: handle.put.remote(("weights", None, event))
     start = time.perf_counter()
     try:
@@ -136,18 +136,20 @@ def worker_nodes(gpu: bool) -> list[dict]:
 
 
 def setup_nodes(node_ids: list[str], probe_dir: Path, probe_input: Path, source: WeightsSource, *,
-                sink: str | None = None, should_cancel: Callable[[], bool] = lambda: False,
+                mailbox: str | None = None, should_cancel: Callable[[], bool] = lambda: False,
                 poll: Callable[[], None] = lambda: None) -> list[dict]:
     """Run `_setup_node` on each node; raise a clear error (before any job) if one cannot see the
     files, runs another seesr-cli, or cannot get the weights. Returns each node's report.
     `poll` runs every fraction of a second meanwhile (to show the weights' progress)."""
     token = uuid.uuid4().hex
+    made = not probe_dir.exists()
     probe_dir.mkdir(parents=True, exist_ok=True)
     mine = _token_file(str(probe_dir), token)
     mine.write_text(token)
+    ok = False
     probe = Probe(str(probe_dir), token, str(probe_input))
     refs = [_setup_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-            .remote(probe, source, sink) for node in node_ids]
+            .remote(probe, source, mailbox) for node in node_ids]
     try:
         while True:
             _, pending = ray.wait(refs, num_returns=len(refs), timeout=0.2)
@@ -160,9 +162,12 @@ def setup_nodes(node_ids: list[str], probe_dir: Path, probe_input: Path, source:
         for info in infos:
             check_node(info, probe, answered=_token_file(str(probe_dir), token, info["node"]).is_file(),
                        several=len(node_ids) > 1)
+        ok = True
     finally:
         for path in [mine, *(_token_file(str(probe_dir), token, n) for n in node_ids)]:
             path.unlink(missing_ok=True)
+        if made and not ok and not any(probe_dir.iterdir()):
+            probe_dir.rmdir()  # a run that stops here leaves no trace
     return infos
 
 

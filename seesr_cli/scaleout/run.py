@@ -15,8 +15,8 @@ from seesr_cli.batch import RUN, BatchReport, Job
 from seesr_cli.errors import InternalError
 from seesr_cli.scaleout.devices import LOCAL, RayPlan, Slot, cluster_slots, local_slots, worker_load
 from seesr_cli.scaleout.dispatch import ClusterObserver, Dispatcher
+from seesr_cli.scaleout.mailbox import Mailbox
 from seesr_cli.scaleout.nodes import WeightsSource, setup_nodes
-from seesr_cli.scaleout.sink import ProgressSink
 from seesr_cli.scaleout.worker import UpscaleWorker, WorkerSpec
 from seesr_cli.settings import LoadOptions, UpscaleSettings
 
@@ -33,11 +33,11 @@ def slot_nodes(slots: Sequence[Slot]) -> list[str]:
 
 
 def start_workers(slots: Sequence[Slot], load: LoadOptions, source: WeightsSource, settings: UpscaleSettings,
-                  quality: int, sink: str) -> list:
+                  quality: int, mailbox: str) -> list:
     handles = []
     for slot in slots:
         where = NodeAffinitySchedulingStrategy(slot.node, soft=True) if slot.node else "DEFAULT"
-        spec = WorkerSpec(worker_load(load, slot), source, settings, quality, slot.threads, sink)
+        spec = WorkerSpec(worker_load(load, slot), source, settings, quality, slot.threads, mailbox)
         handles.append(UpscaleWorker.options(**slot.resources, scheduling_strategy=where).remote(spec))
     return handles
 
@@ -51,25 +51,25 @@ def run_batch(plan: RayPlan, jobs: Sequence[Job], load: LoadOptions, source: Wei
         raise InternalError("a batch with nothing to run does not start Ray")
     start = time.perf_counter()
     slots = plan_slots(plan)
-    sink_name = f"seesr-progress-{uuid.uuid4().hex[:12]}"
-    sink = ProgressSink.options(name=sink_name).remote()
+    name = f"seesr-mailbox-{uuid.uuid4().hex[:12]}"
+    mailbox = Mailbox.options(name=name).remote()
     nodes = slot_nodes(slots)
     kind = "GPU" if slots[0].device == "cuda" else "CPU"
     observer.notice(f"{len(slots)} {kind} worker{'s' if len(slots) > 1 else ''} on {len(nodes)} "
                     f"node{'s' if len(nodes) > 1 else ''}; preparing the weights")
 
     def weights_progress() -> None:
-        for kind, _, event in ray.get(sink.drain.remote()):
+        for kind, _, event in ray.get(mailbox.drain.remote()):
             if kind == "weights":
                 observer.weights_event(event)
 
     # The workers start (import torch and the pipeline) meanwhile; they load nothing before their
     # node is prepared (the lock), and get no job before every node is checked.
-    handles = start_workers(slots, load, source, settings, quality, sink_name)
+    handles = start_workers(slots, load, source, settings, quality, name)
     setup_nodes(nodes, Path(first.output).absolute().parent, Path(first.input).absolute(), source,
-                sink=sink_name, should_cancel=should_cancel, poll=weights_progress)
+                mailbox=name, should_cancel=should_cancel, poll=weights_progress)
     prepared = time.perf_counter() - start
-    report = Dispatcher(jobs, handles, sink=sink, observer=observer, should_cancel=should_cancel).run()
+    report = Dispatcher(jobs, handles, mailbox=mailbox, observer=observer, should_cancel=should_cancel).run()
     report.seconds += prepared + setup_seconds
     report.setup_seconds += prepared + setup_seconds
     return report

@@ -269,7 +269,7 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
     """Workers that die on one image (every time) and run the others: that image fails after 3
     tries with a one-line cause, every other image is done, the run ends."""
     from seesr_cli.scaleout.dispatch import Dispatcher
-    from seesr_cli.scaleout.sink import ProgressSink
+    from seesr_cli.scaleout.mailbox import Mailbox
     from seesr_cli.scaleout.worker import Outcome
 
     @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -286,12 +286,12 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
     names = ["a.png", "b.png", "poison.png", "c.png", "d.png"]
     jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in names]
     workers = [Fragile.remote() for _ in range(2)]
-    sink = ProgressSink.remote()
+    mailbox = Mailbox.remote()
     seen = Recorder()
     try:
-        report = Dispatcher(jobs, workers, sink=sink, observer=seen, should_cancel=lambda: False).run()
+        report = Dispatcher(jobs, workers, mailbox=mailbox, observer=seen, should_cancel=lambda: False).run()
     finally:
-        for actor in [*workers, sink]:
+        for actor in [*workers, mailbox]:
             ray.kill(actor)
     assert [r.job.rel for r in report.results] == names
     assert [r.status for r in report.results] == [OK, OK, FAILED, OK, OK] and report.exit_code == 1
@@ -302,34 +302,38 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
 
 
 def test_ctrl_c_cancels_the_running_jobs_at_their_next_step(driver, tmp_path):
-    """The first Ctrl-C: no job handed out any more; a running job sees Ray's cancel between its
-    steps and stops; the report is interrupted and lists only what finished."""
+    """The first Ctrl-C: no job handed out any more; a running job sees the stop flag between its
+    steps and stops; the report is interrupted and lists every image that finished."""
     from seesr_cli.scaleout.dispatch import Dispatcher
-    from seesr_cli.scaleout.sink import ProgressSink
+    from seesr_cli.scaleout.mailbox import Mailbox
     from seesr_cli.scaleout.worker import Outcome
 
     @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
     class Stepper:
+        def __init__(self, mailbox: str):
+            self.mailbox = ray.get_actor(mailbox)
+
         def ping(self):
             return {"pid": os.getpid(), "host": "here"}
 
         def run(self, job, key):
-            for _ in range(3000 if job.rel == "long.png" else 1):  # "steps" of 10 ms
-                if ray.get_runtime_context().is_canceled():
+            for _ in range(300 if job.rel == "long.png" else 1):  # "steps" of 100 ms
+                if ray.get(self.mailbox.stopped.remote()):
                     return Outcome("cancelled")
-                time.sleep(0.01)
+                time.sleep(0.1)
             return Outcome("done", JobResult(job, OK), 0.0)
 
     names = ["long.png", "a.png", "b.png", "c.png", "d.png", "e.png"]
     jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in names]
     seen = Recorder()
     stop_after_first = lambda: len(seen.finished) >= 1  # Ctrl-C once an image is done
-    workers, sink = [Stepper.remote() for _ in range(2)], ProgressSink.remote()
+    mailbox = Mailbox.options(name="test-mailbox").remote()
+    workers = [Stepper.remote("test-mailbox") for _ in range(2)]
     start = time.monotonic()
     try:
-        report = Dispatcher(jobs, workers, sink=sink, observer=seen, should_cancel=stop_after_first).run()
+        report = Dispatcher(jobs, workers, mailbox=mailbox, observer=seen, should_cancel=stop_after_first).run()
     finally:
-        for actor in [*workers, sink]:
+        for actor in [*workers, mailbox]:
             ray.kill(actor)
     assert time.monotonic() - start < 15  # not the 30 s of the long job
     assert report.interrupted and report.exit_code == 130
