@@ -27,6 +27,7 @@ from seesr_cli.errors import InternalError, one_line
 MAX_ATTEMPTS = 3
 POLL_S = 0.2
 ALONE_S = 600.0  # no worker alive and none coming back for this long: the jobs left are not done
+TELL_S = 60.0  # ... for this long: say so once
 
 
 class ClusterObserver(Protocol):
@@ -88,7 +89,7 @@ class Dispatcher:
         self.running: dict[Any, tuple[_Worker, int]] = {}  # ObjectRef -> (worker, job index)
         self.probes: dict[Any, _Worker] = {}  # ping of a new or restarted worker -> it
         self.setups: list[float] = []
-        self.cancelled = False
+        self.cancelled = self.told = False
         self.gone: list[str] = []  # why workers that will not come back went
 
     def run(self) -> BatchReport:
@@ -114,8 +115,7 @@ class Dispatcher:
                     self._returned(ref, *self.running.pop(ref))
             self._drain()
             alone = None if self.running or self.idle else (alone or time.monotonic())
-            if alone is not None and time.monotonic() - alone > self.alone_s:
-                self.gone.append(f"no worker answered for {self.alone_s:.0f} s")
+            if alone is not None and self._alone_too_long(time.monotonic() - alone):
                 break
         self._drain()
         if self.queue and not self.cancelled:
@@ -124,6 +124,17 @@ class Dispatcher:
         report.seconds = time.perf_counter() - start
         report.setup_seconds = max(self.setups, default=0.0)
         return report
+
+    def _alone_too_long(self, seconds: float) -> bool:
+        """No worker to give a job to for `seconds`: tell once after TELL_S, give up after alone_s."""
+        if seconds > self.alone_s:
+            self.gone.append(f"no worker answered for {self.alone_s:.0f} s")
+            return True
+        if seconds > TELL_S and not self.told:
+            self.told = True
+            self.observer.notice(f"no worker ready for {TELL_S:.0f} s: Ray is starting or placing them "
+                                 "(all GPUs/CPUs in use? see `ray status`)")
+        return False
 
     def _ready(self) -> list:
         refs = [*self.running, *self.probes]

@@ -301,6 +301,32 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
     assert len(seen.notices) == 2 and all("died while on poison.png" in n for n in seen.notices)
 
 
+def test_workers_that_cannot_start_leave_the_images_failed_with_the_cause(driver, tmp_path):
+    """A worker whose start fails on its node (say seesr-cli is missing there): no hang, every
+    image reported not done with the worker's own error, exit 1."""
+    from seesr_cli.scaleout.dispatch import Dispatcher
+    from seesr_cli.scaleout.mailbox import Mailbox
+
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+    class Broken:
+        def __init__(self):
+            raise ModuleNotFoundError("No module named 'seesr_cli'")
+
+        def ping(self):
+            return {}
+
+    jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in ("a.png", "b.png")]
+    seen, mailbox, workers = Recorder(), Mailbox.remote(), [Broken.remote()]
+    try:
+        report = Dispatcher(jobs, workers, mailbox=mailbox, observer=seen, should_cancel=lambda: False).run()
+    finally:
+        ray.kill(mailbox)
+    cause = "ModuleNotFoundError: No module named 'seesr_cli'"
+    assert [(r.status, r.error) for r in report.results] == [(FAILED, f"not done: no worker left ({cause})")] * 2
+    assert seen.problems == [f"worker 1: gone: {cause}", f"workers: none left ({cause}); 2 images not done "
+                                                         "(re-run to resume)"]
+
+
 def test_ctrl_c_cancels_the_running_jobs_at_their_next_step(driver, tmp_path):
     """The first Ctrl-C: no job handed out any more; a running job sees the stop flag between its
     steps and stops; the report is interrupted and lists every image that finished."""
