@@ -298,7 +298,8 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
     cause = report.results[2].error
     assert cause.startswith("its worker died each of the 3 times it ran it (killed, crashed, out of memory or its "
                             "node left; Ray: Actor") and "\n" not in cause
-    assert len(seen.notices) == 2 and all("died while on poison.png" in n for n in seen.notices)
+    died = [n for n in seen.notices if " died while on " in n]  # (a very slow restart adds a "no worker ready")
+    assert len(died) == 2 and all("died while on poison.png" in n for n in died)
 
 
 def test_workers_that_cannot_start_leave_the_images_failed_with_the_cause(driver, tmp_path):
