@@ -294,7 +294,8 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
         for actor in [*workers, mailbox]:
             ray.kill(actor)
     assert [r.job.rel for r in report.results] == names
-    assert [r.status for r in report.results] == [OK, OK, FAILED, OK, OK] and report.exit_code == 1
+    told = (seen.notices, seen.problems, [r.error for r in report.results])
+    assert [r.status for r in report.results] == [OK, OK, FAILED, OK, OK] and report.exit_code == 1, told
     cause = report.results[2].error
     assert cause.startswith("its worker died each of the 3 times it ran it (killed, crashed, out of memory or its "
                             "node left; Ray: Actor") and "\n" not in cause
