@@ -100,7 +100,7 @@ class Dispatcher:
             else:  # skips and refusals, reported at once as a one-process run does
                 self.observer.job_started(job, len(self.results), len(self.jobs))
                 self._finish(i, run_one(job, _nowhere)[0])
-        self.probes = {w.handle.ping.remote(): w for w in self.workers}
+        self.probes = {self._ping(w): w for w in self.workers}
         alone = None
         while self.running or (self.queue and not self.cancelled and (self.idle or self.probes)):
             if not self.cancelled and self.should_cancel():
@@ -145,6 +145,12 @@ class Dispatcher:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         return ready
 
+    @staticmethod
+    def _ping(worker: _Worker):
+        """Answered once the worker runs; waits through its restarts (its jobs are never retried by
+        Ray: max_task_retries=0), fails only if it cannot start at all."""
+        return worker.handle.ping.options(max_task_retries=-1).remote()
+
     def _hand_out(self, worker: _Worker, i: int) -> None:
         self.attempts[i] += 1
         if self.attempts[i] == 1:
@@ -182,7 +188,7 @@ class Dispatcher:
     def _lost(self, worker: _Worker, i: int, exc: BaseException) -> None:
         """A worker died with job i: Ray restarts it (we ping it until it answers); job i goes to
         the next free worker, unless it was tried `max_attempts` times."""
-        self.probes[worker.handle.ping.options(max_task_retries=-1).remote()] = worker
+        self.probes[self._ping(worker)] = worker
         job, tries = self.jobs[i], self.attempts[i]
         where = f"{worker.name} ({worker.where})" if worker.where else worker.name
         if self.cancelled:

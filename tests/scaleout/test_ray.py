@@ -1,11 +1,12 @@
 """One batch on Ray's workers (`seesr upscale --devices` / `--ray`), end to end on the CPU with the
 tiny models of the fake Hugging Face cache (tests/fakehub.py).
 
-One private local Ray (`--devices cpu,cpu`, the real command) and one two-node cluster
-(`ray.cluster_utils.Cluster`, 1 CPU per node, each node its own derived-weights cache) shared by
-the rest of the module: the CLI joins it with `--ray ADDRESS` / `--ray auto`, and this process
-joins it as a driver for the dispatcher and node-setup tests. Each worker runs one torch thread,
-as the one-process baseline does, so the bytes must be equal.
+Every Ray start and every worker process costs seconds on a small machine, so the module holds
+one two-node cluster (`ray.cluster_utils.Cluster`, 1 CPU per node, each node its own HF_HOME),
+and the command runs twice: a `--devices cpu,cpu` run (its own private Ray) stopped by Ctrl-C,
+then its rerun on the cluster (`--ray auto`) that loses a worker. This process also joins the
+cluster as a driver, for the dispatcher (with stand-in workers) and the weights lock. Each worker
+runs one torch thread, as the one-process baseline does, so the bytes must be equal.
 """
 
 from __future__ import annotations
@@ -159,44 +160,23 @@ def driver(cluster):
     ray.shutdown()
 
 
-# ----------------------------------------------------------------------------- the command, a private Ray
+# ----------------------------------------------------------------------------- the command
 
 
-def test_devices_cpu_cpu_matches_one_process(baseline, env):
-    """`--devices cpu,cpu`: the same bytes as one process, every input once, one bad input
-    reported (exit 1), stdout clean JSON and nothing of Ray's on stderr."""
-    (baseline / "zero.png").write_bytes(b"")
-    done = seesr("upscale", "in", "zero.png", "-o", "two", "--json", "--devices", "cpu,cpu", *FAST,
-                 env=env, cwd=baseline)
-    assert done.returncode == 1, done.stderr
-    report = json.loads(done.stdout)
-    assert [Path(r["input"]).as_posix() for r in report["images"]] == [f"in/img{i}.png" for i in range(6)] + ["zero.png"]
-    assert [r["status"] for r in report["images"]] == ["ok"] * 6 + ["failed"]  # in plan order
-    assert report["exit_code"] == 1 and not report["interrupted"] and report["load_seconds"] > 0
-    assert "error: zero.png: file is empty (0 bytes)" in done.stderr.splitlines()
-    assert "2 CPU workers on 1 node; preparing the weights" in done.stderr
-    assert sorted(re.findall(r"^\[\d/7\] ok (\S+) ->", done.stderr, re.MULTILINE)) == [str(Path(f"in/img{i}.png"))
-                                                                                 for i in range(6)]
-    assert not stray_lines(done.stderr, OUR_LINES), done.stderr
-    assert same_bytes(baseline / "one", baseline / "two")
-    assert not [p for p in baseline.rglob("*") if ".tmp" in p.name or ".seesr-ray" in p.name]
-    (baseline / "zero.png").unlink()
-
-
-# ----------------------------------------------------------------------------- the command, a two-node cluster
-
-
-def test_two_nodes_ctrl_c_then_a_rerun_that_loses_a_worker(baseline, env, cluster):
-    """`--ray ADDRESS` on two nodes, SIGINT to the driver after the first image: the running images
-    stop at their next step, nothing half-written, exit 130. The rerun (`--ray auto`) skips what is
-    done; one worker process is SIGKILLed during its first image: that image is redone on the other
-    node or the restarted worker; exit 0, every input once, the same bytes as one process."""
-    args = [sys.executable, "-m", "seesr_cli", "upscale", "in", "-o", "nodes", *FAST]
-    proc = subprocess.Popen([*args, "--ray", cluster.address], env=env, cwd=baseline, stdout=subprocess.PIPE,
+def test_devices_ctrl_c_then_a_two_node_rerun_that_loses_a_worker(baseline, env, cluster):
+    """One batch over two commands (every Ray start and worker costs seconds):
+    1. `--devices cpu,cpu` (a private Ray here); SIGINT to the driver after the first image: the
+       running images stop at their next step, nothing is half-written, exit 130;
+    2. the rerun on the two-node cluster (`--ray auto`, RAY_ADDRESS) skips what is done; one worker
+       process is SIGKILLed during its first image, which is redone elsewhere: exit 0, every input
+       reported once, stdout clean JSON, nothing of Ray's on stderr, and every output the same
+       bytes as the one-process run."""
+    args = [sys.executable, "-m", "seesr_cli", "upscale", "in", "-o", "ray", *FAST]
+    proc = subprocess.Popen([*args, "--devices", "cpu,cpu"], env=env, cwd=baseline, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not list((baseline / "nodes").glob("img*.png")) and time.monotonic() < deadline and proc.poll() is None:
+        while not list((baseline / "ray").glob("img*.png")) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGINT)
         signalled = time.monotonic()
@@ -206,10 +186,11 @@ def test_two_nodes_ctrl_c_then_a_rerun_that_loses_a_worker(baseline, env, cluste
             proc.kill()
     assert proc.returncode == 130, stderr
     assert time.monotonic() - signalled < 30
-    assert "joining the Ray cluster at" in stderr and "2 CPU workers on 2 nodes" in stderr
+    assert "starting Ray" in stderr and "2 CPU workers on 1 node; preparing the weights" in stderr
+    assert "stopping after the current step (Ctrl-C again to stop now)" in stderr
     assert re.search(r"interrupted after \d of 6 images: re-run the same command to resume", stderr), stderr
     assert not stray_lines(stderr, OUR_LINES), stderr
-    before = {p.name: p.stat().st_mtime_ns for p in (baseline / "nodes").iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in (baseline / "ray").iterdir()}
     assert 1 <= len(before) < 6 and all(name.startswith("img") for name in before)  # no temp, no token left
 
     proc = subprocess.Popen([*args, "--json", "--ray", "auto"], env={**env, "RAY_ADDRESS": cluster.address},
@@ -228,14 +209,17 @@ def test_two_nodes_ctrl_c_then_a_rerun_that_loses_a_worker(baseline, env, cluste
             proc.kill()
     assert killed is not None, "no worker ever ran an image: " + stderr
     assert proc.returncode == 0, stderr
-    statuses = {Path(r["input"]).name: r["status"] for r in json.loads(stdout)["images"]}  # each input once
+    report = json.loads(stdout)
+    statuses = {Path(r["input"]).name: r["status"] for r in report["images"]}  # each input once
     assert statuses == {f"img{i}.png": "skipped" if f"img{i}.png" in before else "ok" for i in range(6)}
+    assert report["exit_code"] == 0 and report["load_seconds"] > 0
+    assert "joining the Ray cluster at auto" in stderr and "2 CPU workers on 2 nodes" in stderr
     [died] = [line for line in stderr.splitlines() if " died while on " in line]
     assert f"(pid {killed} on " in died and "goes to the next free worker (try 2 of 3)" in died
     assert not stray_lines(stderr, OUR_LINES), stderr
-    after = {p.name: p.stat().st_mtime_ns for p in (baseline / "nodes").iterdir()}
+    after = {p.name: p.stat().st_mtime_ns for p in (baseline / "ray").iterdir()}
     assert {name: after[name] for name in before} == before  # nothing redone
-    assert same_bytes(baseline / "one", baseline / "nodes")
+    assert same_bytes(baseline / "one", baseline / "ray")
     assert not [p for p in baseline.rglob("*") if ".tmp" in p.name or ".seesr-ray" in p.name]
 
 
@@ -265,34 +249,57 @@ class Recorder:
     def problem(self, subject, cause): self.problems.append(f"{subject}: {cause}")
 
 
-def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
-    """Workers that die on one image (every time) and run the others: that image fails after 3
-    tries with a one-line cause, every other image is done, the run ends."""
-    from seesr_cli.scaleout.dispatch import Dispatcher
+MAILBOX = "seesr-test-mailbox"
+
+
+@pytest.fixture(scope="module")
+def mailbox(driver):
     from seesr_cli.scaleout.mailbox import Mailbox
+
+    box = Mailbox.options(name=MAILBOX).remote()
+    yield box
+    ray.kill(box)
+
+
+@pytest.fixture(scope="module")
+def fakes(mailbox):
+    """Two stand-in workers (no models): poison.png kills its worker process, long.png runs in 50 ms
+    steps until the driver stops, any other image takes one step."""
     from seesr_cli.scaleout.worker import Outcome
 
     @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-    class Fragile:
+    class Fake:
         def ping(self):
             return {"pid": os.getpid(), "host": "here"}
 
         def run(self, job, key):
             if job.rel == "poison.png":
                 os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(0.05)
+            for _ in range(600 if job.rel == "long.png" else 1):
+                if job.rel == "long.png" and ray.get(ray.get_actor(MAILBOX).stopped.remote()):
+                    return Outcome("cancelled")
+                time.sleep(0.05)
             return Outcome("done", JobResult(job, OK, seconds=0.05), 0.0)
 
+    workers = [Fake.remote() for _ in range(2)]
+    yield workers
+    for worker in workers:
+        ray.kill(worker)
+
+
+def jobs_named(folder: Path, *names: str) -> list[Job]:
+    return [Job(Path(n), n, folder / n, "png", 0, RUN) for n in names]
+
+
+def test_an_image_that_kills_its_worker_is_tried_three_times(fakes, mailbox, tmp_path):
+    """Workers that die on one image (every time) and run the others: that image fails after 3
+    tries with a one-line cause, every other image is done, the run ends."""
+    from seesr_cli.scaleout.dispatch import Dispatcher
+
     names = ["a.png", "b.png", "poison.png", "c.png", "d.png"]
-    jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in names]
-    workers = [Fragile.remote() for _ in range(2)]
-    mailbox = Mailbox.remote()
     seen = Recorder()
-    try:
-        report = Dispatcher(jobs, workers, mailbox=mailbox, observer=seen, should_cancel=lambda: False).run()
-    finally:
-        for actor in [*workers, mailbox]:
-            ray.kill(actor)
+    report = Dispatcher(jobs_named(tmp_path, *names), fakes, mailbox=mailbox, observer=seen,
+                        should_cancel=lambda: False).run()
     assert [r.job.rel for r in report.results] == names
     told = (seen.notices, seen.problems, [r.error for r in report.results])
     assert [r.status for r in report.results] == [OK, OK, FAILED, OK, OK] and report.exit_code == 1, told
@@ -301,6 +308,21 @@ def test_an_image_that_kills_its_worker_is_tried_three_times(driver, tmp_path):
                             "node left; Ray: Actor") and "\n" not in cause
     died = [n for n in seen.notices if " died while on " in n]  # (a very slow restart adds a "no worker ready")
     assert len(died) == 2 and all("died while on poison.png" in n for n in died)
+
+
+def test_ctrl_c_cancels_the_running_jobs_at_their_next_step(fakes, mailbox, tmp_path):
+    """The first Ctrl-C: no job handed out any more; a running job sees the stop flag between its
+    steps and stops; the report is interrupted and lists every image that finished."""
+    from seesr_cli.scaleout.dispatch import Dispatcher
+
+    names = ["long.png", "a.png", "b.png", "c.png", "d.png", "e.png"]
+    seen = Recorder()
+    start = time.monotonic()
+    report = Dispatcher(jobs_named(tmp_path, *names), fakes, mailbox=mailbox, observer=seen,
+                        should_cancel=lambda: len(seen.finished) >= 1).run()  # Ctrl-C once an image is done
+    assert time.monotonic() - start < 15  # not the 30 s of the long job
+    assert report.interrupted and report.exit_code == 130
+    assert "long.png" not in [r.job.rel for r in report.results] and 1 <= len(report.results) < 6
 
 
 def test_workers_that_cannot_start_leave_the_images_failed_with_the_cause(driver, tmp_path):
@@ -317,55 +339,16 @@ def test_workers_that_cannot_start_leave_the_images_failed_with_the_cause(driver
         def ping(self):
             return {}
 
-    jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in ("a.png", "b.png")]
-    seen, mailbox, workers = Recorder(), Mailbox.remote(), [Broken.remote()]
+    seen, box = Recorder(), Mailbox.remote()
     try:
-        report = Dispatcher(jobs, workers, mailbox=mailbox, observer=seen, should_cancel=lambda: False).run()
+        report = Dispatcher(jobs_named(tmp_path, "a.png", "b.png"), [Broken.remote()], mailbox=box, observer=seen,
+                            should_cancel=lambda: False).run()
     finally:
-        ray.kill(mailbox)
+        ray.kill(box)
     cause = "ModuleNotFoundError: No module named 'seesr_cli'"
     assert [(r.status, r.error) for r in report.results] == [(FAILED, f"not done: no worker left ({cause})")] * 2
-    assert seen.problems == [f"worker 1: gone: {cause}", f"workers: none left ({cause}); 2 images not done "
-                                                         "(re-run to resume)"]
-
-
-def test_ctrl_c_cancels_the_running_jobs_at_their_next_step(driver, tmp_path):
-    """The first Ctrl-C: no job handed out any more; a running job sees the stop flag between its
-    steps and stops; the report is interrupted and lists every image that finished."""
-    from seesr_cli.scaleout.dispatch import Dispatcher
-    from seesr_cli.scaleout.mailbox import Mailbox
-    from seesr_cli.scaleout.worker import Outcome
-
-    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-    class Stepper:
-        def __init__(self, mailbox: str):
-            self.mailbox = ray.get_actor(mailbox)
-
-        def ping(self):
-            return {"pid": os.getpid(), "host": "here"}
-
-        def run(self, job, key):
-            for _ in range(300 if job.rel == "long.png" else 1):  # "steps" of 100 ms
-                if ray.get(self.mailbox.stopped.remote()):
-                    return Outcome("cancelled")
-                time.sleep(0.1)
-            return Outcome("done", JobResult(job, OK), 0.0)
-
-    names = ["long.png", "a.png", "b.png", "c.png", "d.png", "e.png"]
-    jobs = [Job(Path(n), n, tmp_path / n, "png", 0, RUN) for n in names]
-    seen = Recorder()
-    stop_after_first = lambda: len(seen.finished) >= 1  # Ctrl-C once an image is done
-    mailbox = Mailbox.options(name="test-mailbox").remote()
-    workers = [Stepper.remote("test-mailbox") for _ in range(2)]
-    start = time.monotonic()
-    try:
-        report = Dispatcher(jobs, workers, mailbox=mailbox, observer=seen, should_cancel=stop_after_first).run()
-    finally:
-        for actor in [*workers, mailbox]:
-            ray.kill(actor)
-    assert time.monotonic() - start < 15  # not the 30 s of the long job
-    assert report.interrupted and report.exit_code == 130
-    assert "long.png" not in [r.job.rel for r in report.results] and 1 <= len(report.results) < 6
+    assert seen.problems == [f"worker 1: gone: {cause}",
+                             f"workers: none left ({cause}); 2 images not done (re-run to resume)"]
 
 
 def test_weights_are_prepared_once_per_cache(driver, tmp_path):
