@@ -60,8 +60,9 @@ def run(work: Path, env: dict, out: str, extra: list[str], args, workers: int = 
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
     report = json.loads(done.stdout)
-    ok = sum(r["status"] == "ok" for r in report["images"])
-    return {"images": ok, "wall": wall, "batch": report["seconds"], "load": report["load_seconds"]}
+    ok = [r["seconds"] for r in report["images"] if r["status"] == "ok"]
+    return {"images": len(ok), "wall": wall, "batch": report["seconds"], "load": report["load_seconds"],
+            "per_image": sum(ok) / max(len(ok), 1)}
 
 
 def ray_start_cost(env: dict) -> tuple[float, float, float]:
@@ -99,11 +100,14 @@ def main() -> None:
     print(f"{args.images} images {args.size[0]}x{args.size[1]} -> x2, {args.steps} steps, tiny models, "
           f"{args.threads} thread(s) per process/worker, {os.cpu_count()} CPUs, load {load:.1f}")
     print(f"Ray alone: import {ray_cost[0]:.1f} s, ray.init (local) {ray_cost[1]:.1f} s, shutdown {ray_cost[2]:.1f} s")
-    print(f"{'':>12}  {'wall s':>7}  {'img/s wall':>10}  {'batch s':>7}  {'load s':>6}  {'img/s excl. load':>16}")
+    print(f"{'':>12}  {'wall s':>7}  {'img/s wall':>10}  {'batch s':>7}  {'load s':>6}  {'img/s excl. load':>16}"
+          f"  {'s per image':>11}")
     for name, r in rows:
         compute = max(r["batch"] - r["load"], 1e-9)
         print(f"{name:>12}  {r['wall']:7.1f}  {r['images'] / r['wall']:10.2f}  {r['batch']:7.1f}  {r['load']:6.1f}  "
-              f"{r['images'] / compute:16.2f}")
+              f"{r['images'] / compute:16.2f}  {r['per_image']:11.2f}")
+    print("wall: the whole command; load: model loading (Ray: + starting Ray, preparing the node, the first "
+          "worker's start); s per image: the mean of each image's own time")
 
 
 if __name__ == "__main__":

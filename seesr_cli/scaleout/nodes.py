@@ -25,6 +25,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import seesr_cli
 from seesr_cli.errors import Cancelled, SeesrError, one_line
 from seesr_cli.scaleout.devices import LOCAL, RayPlan
+from seesr_cli.scaleout.mailbox import wrap
 from seesr_cli.weights import Progress, cache_dirs, resolve_weights
 
 _LOCK = ".seesr-prepare.lock"
@@ -119,7 +120,7 @@ def _setup_node(probe: Probe, source: WeightsSource, mailbox: str | None) -> dic
     forward = None
     if mailbox is not None:
         handle = ray.get_actor(mailbox)
-        forward = lambda event: handle.put.remote(("weights", None, event))
+        forward = lambda event: handle.put.remote(wrap("weights", None, event))
     start = time.perf_counter()
     try:
         info["converted"] = prepare_weights(source, forward)

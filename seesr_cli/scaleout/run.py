@@ -15,7 +15,7 @@ from seesr_cli.batch import RUN, BatchReport, Job
 from seesr_cli.errors import InternalError
 from seesr_cli.scaleout.devices import LOCAL, RayPlan, Slot, cluster_slots, local_slots, worker_load
 from seesr_cli.scaleout.dispatch import ClusterObserver, Dispatcher
-from seesr_cli.scaleout.mailbox import Mailbox
+from seesr_cli.scaleout.mailbox import Mailbox, unwrap
 from seesr_cli.scaleout.nodes import WeightsSource, setup_nodes
 from seesr_cli.scaleout.worker import UpscaleWorker, WorkerSpec
 from seesr_cli.settings import LoadOptions, UpscaleSettings
@@ -59,7 +59,7 @@ def run_batch(plan: RayPlan, jobs: Sequence[Job], load: LoadOptions, source: Wei
                     f"node{'s' if len(nodes) > 1 else ''}; preparing the weights")
 
     def weights_progress() -> None:
-        for kind, _, event in ray.get(mailbox.drain.remote()):
+        for kind, _, event in map(unwrap, ray.get(mailbox.drain.remote())):
             if kind == "weights":
                 observer.weights_event(event)
 

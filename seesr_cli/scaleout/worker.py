@@ -22,6 +22,7 @@ from ray.exceptions import RayError
 
 from seesr_cli.batch import JobResult, PipelineLoader, run_one, upscale_job
 from seesr_cli.errors import Cancelled, SeesrError
+from seesr_cli.scaleout.mailbox import wrap
 from seesr_cli.scaleout.nodes import WeightsSource, prepare_weights
 from seesr_cli.settings import LoadOptions, UpscaleSettings
 
@@ -99,7 +100,7 @@ class UpscaleWorker:
         return self.stopping
 
     def _send(self, kind: str, payload: Any) -> None:
-        self.mailbox.put.remote((kind, self.key, payload))
+        self.mailbox.put.remote(wrap(kind, self.key, payload))
 
     def _progress(self, event) -> None:
         stage, sent = self.last
