@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -126,12 +127,13 @@ def run_on_ray(plan: RayPlan, jobs: list[Job], loader: PipelineLoader, settings:
 
     weights_dir = loader.weights_dir.absolute() if loader.weights_dir is not None else None
     source = WeightsSource(loader.load.turbo, weights_dir, loader.sd2_repo)
+    session = None
     with ray_output_to_log(debug) as console:
         start = time.perf_counter()
         try:
             if not quiet:
                 note_line(console, "starting Ray" if plan.address == LOCAL else f"joining the Ray cluster at {plan.address}")
-            start_ray(plan)
+            session = start_ray(plan)
             with ClusterProgress(console, quiet=quiet, debug=debug) as view, \
                     cancel_on_signals(fd=console.file.fileno()) as cancelled:
                 view.start(jobs)
@@ -139,3 +141,8 @@ def run_on_ray(plan: RayPlan, jobs: list[Job], loader: PipelineLoader, settings:
                                  should_cancel=cancelled, setup_seconds=time.perf_counter() - start)
         finally:
             ray.shutdown()
+            if session is not None:  # our private Ray's logs: kept with --debug, else gone with it
+                if debug:
+                    note_line(console, f"Ray's logs: {session}")
+                else:
+                    shutil.rmtree(session, ignore_errors=True)

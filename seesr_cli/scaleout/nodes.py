@@ -41,21 +41,24 @@ class WeightsSource:
     sd2_repo: str | None = None
 
 
-def start_ray(plan: RayPlan) -> None:
-    """A private Ray here (never one already running: address="local") or the cluster at plan.address."""
+def start_ray(plan: RayPlan) -> Path | None:
+    """A private Ray here (never one already running: address="local") or the cluster at plan.address.
+    Returns the private Ray's session folder (its logs), None for a cluster."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if plan.address == LOCAL:
         if plan.visible is not None:  # Ray hands each GPU worker one of exactly these
             os.environ["CUDA_VISIBLE_DEVICES"] = plan.visible
-        ray.init(address=LOCAL, num_cpus=plan.cpus * (plan.count or 1), num_gpus=plan.count if plan.gpu else 0,
-                 include_dashboard=False, **_QUIET)
-        return
+        context = ray.init(address=LOCAL, num_cpus=plan.cpus * (plan.count or 1),
+                           num_gpus=plan.count if plan.gpu else 0, include_dashboard=False, **_QUIET)
+        session = context.address_info.get("session_dir")
+        return Path(session) if session else None
     try:
         ray.init(address=plan.address, **_QUIET)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         hint = "start one with `ray start --head`, or give its HOST:PORT" if plan.address == "auto" else \
             "is `ray start` running there, and is its port reachable from here?"
         raise SeesrError(f"--ray {plan.address}: cannot join the Ray cluster ({one_line(exc)}); {hint}") from exc
+    return None
 
 
 def prepare_weights(source: WeightsSource, progress: Progress | None = None) -> int:
