@@ -53,12 +53,22 @@ def start_ray(plan: RayPlan) -> Path | None:
         session = context.address_info.get("session_dir")
         return Path(session) if session else None
     try:
+        _reachable(plan.address)
         ray.init(address=plan.address, **_QUIET)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # refused, timed out, unknown host; Ray's own
         hint = "start one with `ray start --head`, or give its HOST:PORT" if plan.address == "auto" else \
             "is `ray start` running there, and is its port reachable from here?"
         raise SeesrError(f"--ray {plan.address}: cannot join the Ray cluster ({one_line(exc)}); {hint}") from exc
     return None
+
+
+def _reachable(address: str, timeout: float = 10.0) -> None:
+    """Raise ConnectionError at once for a HOST:PORT nobody answers on (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        pass
 
 
 def prepare_weights(source: WeightsSource, progress: Progress | None = None) -> int:

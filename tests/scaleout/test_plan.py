@@ -96,6 +96,22 @@ def test_node_checks_name_the_node_and_what_is_wrong():
         check_node({**good, "error": WeightsError("missing weights (1 part)")}, probe, answered=True, several=False)
 
 
+def test_an_address_nobody_answers_on_fails_at_once():
+    """Ray itself retries an unreachable cluster for minutes: we ask the port first."""
+    pytest.importorskip("ray")
+    import socket
+
+    from seesr_cli.scaleout.nodes import start_ray
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(SeesrError, match=rf"--ray 127.0.0.1:{port}: cannot join the Ray cluster \(.*\); is `ray start`"):
+        start_ray(plan_ray(None, f"127.0.0.1:{port}"))
+    assert time.monotonic() - start < 15
+
+
 def _job(name: str) -> Job:
     return Job(Path("in") / name, name, Path("out") / name, "png", 1, RUN)
 
