@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def cluster(env, tmp_path_factory):
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                             "env_vars": node_env("head-home")})
+    session = cluster.head_node.get_session_dir_path()
     try:
         cluster.add_node(num_cpus=1, env_vars=node_env("node-home"))
         cluster.wait_for_nodes()
@@ -148,6 +150,7 @@ def cluster(env, tmp_path_factory):
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(session, ignore_errors=True)  # this test's own Ray logs (Ray keeps them)
 
 
 @pytest.fixture(scope="module")
