@@ -143,12 +143,6 @@ def _setup_node(probe: Probe, source: WeightsSource, mailbox: str | None) -> dic
     return info
 
 
-def worker_nodes(gpu: bool) -> list[dict]:
-    """The live nodes that can hold a worker (GPU ones for GPU workers)."""
-    kind = "GPU" if gpu else "CPU"
-    return [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get(kind, 0) >= 1]
-
-
 def setup_nodes(node_ids: list[str], probe_dir: Path, probe_input: Path, source: WeightsSource, *,
                 mailbox: str | None = None, should_cancel: Callable[[], bool] = lambda: False,
                 poll: Callable[[], None] = lambda: None) -> list[dict]:
