@@ -46,6 +46,8 @@ def start_ray(plan: RayPlan) -> Path | None:
     Returns the private Ray's session folder (its logs), None for a cluster."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if plan.address == LOCAL:
+        # Ray starts its workers at nice 15; ours are the run itself, as a one-process run at nice 0.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         if plan.visible is not None:  # Ray hands each GPU worker one of exactly these
             os.environ["CUDA_VISIBLE_DEVICES"] = plan.visible
         context = ray.init(address=LOCAL, num_cpus=plan.cpus * (plan.count or 1),
