@@ -137,7 +137,8 @@ def cluster(env, tmp_path_factory):
 
     def node_env(name: str) -> dict:
         return {**{k: env[k] for k in HF_VARS}, "HF_HOME": str(tmp_path_factory.mktemp(name)),
-                "PYTHONPATH": env["PYTHONPATH"], "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+                "PYTHONPATH": env["PYTHONPATH"], "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_worker_niceness": "0"}  # as the private Ray of --devices (Ray's default: 15)
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                             "env_vars": node_env("head-home")})
