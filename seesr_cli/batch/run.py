@@ -98,7 +98,7 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
         if observer is not None:
             observer.job_started(job, index, total)
         try:
-            result, setup = _run_one(job, work, temps)
+            result, setup = run_one(job, work, temps)
         except (Cancelled, KeyboardInterrupt):  # nothing of this image was written
             report.interrupted = True
             break
@@ -110,9 +110,11 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
     return report
 
 
-def _run_one(job: Job, work: Callable[[Job], WorkDone], temps: _Temps) -> tuple[JobResult, float]:
+def run_one(job: Job, work: Callable[[Job], WorkDone], temps: _Temps | None = None) -> tuple[JobResult, float]:
     """The job's result and the seconds spent loading models on its way. The image is claimed
-    first (batch/claim.py), so a run sharing the folder never computes it a second time."""
+    first (batch/claim.py), so a run sharing the folder (or another worker) never computes it a
+    second time. `temps`: the run's memory of temp files already looked at (a fresh one if None)."""
+    temps = temps if temps is not None else _Temps()
     if job.action == FAIL:
         return JobResult(job, FAILED, job.reason), 0.0
     if job.action == SKIP or (not job.overwrite and os.path.lexists(job.output)):  # or done meanwhile

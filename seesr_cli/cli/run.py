@@ -11,13 +11,13 @@ from pathlib import Path, PurePath
 
 from rich.console import Console
 
-from seesr_cli.batch import FAIL, BatchReport, Job, JobResult, PipelineLoader, upscale_job
+from seesr_cli.batch import FAIL, BatchReport, Job, JobResult, PipelineLoader, run_jobs, upscale_job
 from seesr_cli.cli.app import print_json
 from seesr_cli.cli.errors import BUG_HINT, RESUME_HINT
 from seesr_cli.cli.progress import BatchProgress, counting
+from seesr_cli.cli.scale import run_on_ray
 from seesr_cli.cli.signals import cancel_on_signals, check_after, stop_verifying
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
-from seesr_cli.scaleout.shared import share_batch
 from seesr_cli.settings import UpscaleSettings
 
 
@@ -32,25 +32,24 @@ def show_plan(jobs, json_out: bool) -> int:
 
 
 def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality: int, *,
-                 json_out: bool, quiet: bool, team=None, debug: bool = False,
-                 reports: Sequence[Path] = ()) -> int:
-    """Run this process's share of the jobs with live progress; the HTML report in each folder of
-    `reports` (`report_folders`), summary, JSON and exit code. With several processes only the main
-    one draws and reports, for all (scaleout/shared.py)."""
+                 json_out: bool, quiet: bool, debug: bool = False, reports: Sequence[Path] = (),
+                 ray=None) -> int:
+    """Run the jobs with live progress; the HTML report in each folder of `reports` (`report_folders`),
+    summary, JSON and exit code. `ray` (a scaleout.RayPlan from --devices / --ray): on Ray's workers
+    instead of this process (cli/scale.py)."""
     err = Console(stderr=True)
-    main = team is None or team.is_main
-    with BatchProgress(err, quiet=quiet or not main, debug=debug) as view, \
-            cancel_on_signals(announce=main, say=partial(note_line, view.console)) as cancelled:
-        loader.on_status, loader.on_weights = view.status, stop_verifying(view.weights_event, cancelled)
-        batch = share_batch(jobs, team, view)
-        view.start(jobs)
-        pipeline = partial(check_after, loader, cancelled)  # a stop during loading: no image is started
-        work = partial(upscale_job, pipeline=pipeline, settings=settings, quality=quality,
-                       on_progress=batch.pipeline_event, should_cancel=cancelled)
-        outcome = batch.run(work, should_cancel=cancelled)
-    if outcome is None:  # another process reports
-        return 0
-    outcome.setup_seconds = max(outcome.setup_seconds, loader.load_seconds)  # also when every image failed
+    if ray is not None:
+        outcome = run_on_ray(ray, jobs, loader, settings, quality, quiet=quiet, debug=debug)
+    else:
+        with BatchProgress(err, quiet=quiet, debug=debug) as view, \
+                cancel_on_signals(say=partial(note_line, view.console)) as cancelled:
+            loader.on_status, loader.on_weights = view.status, stop_verifying(view.weights_event, cancelled)
+            view.start(jobs)
+            pipeline = partial(check_after, loader, cancelled)  # a stop during loading: no image is started
+            work = partial(upscale_job, pipeline=pipeline, settings=settings, quality=quality,
+                           on_progress=view.pipeline_event, should_cancel=cancelled)
+            outcome = run_jobs(jobs, work, observer=view, should_cancel=cancelled)
+        outcome.setup_seconds = max(outcome.setup_seconds, loader.load_seconds)  # also when every image failed
     pages = write_reports(reports, outcome, err, quiet=quiet, debug=debug)
     if json_out:
         print_json({"images": [r.to_dict() for r in outcome.results], "interrupted": outcome.interrupted,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -36,10 +35,9 @@ from seesr_cli.cli.options import (
     local_weights_folder,
 )
 from seesr_cli.cli.run import report_folders, run_upscale, show_plan
+from seesr_cli.cli.scale import parse_ray_options
 from seesr_cli.cli.tables import note_line
 from seesr_cli.cli.validate import check_device, check_upscale
-from seesr_cli.scaleout.launch import is_main_process, launch_devices
-from seesr_cli.scaleout.team import join_team
 from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, LoadOptions, UpscaleSettings
 
 
@@ -97,8 +95,12 @@ def upscale(
     device: Device = "auto",
     devices: Annotated[Optional[str], typer.Option(
         "--devices", rich_help_panel=_WTS, metavar="LIST",
-        help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu. Several machines: accelerate "
-             "launch (the docs linked in `seesr --help`).")] = None,
+        help="One worker per device on this machine (a private Ray): GPU numbers (0,1,2,3) or cpu,cpu.")] = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", rich_help_panel=_WTS, metavar="ADDRESS",
+        help="Run on a running Ray cluster: auto (RAY_ADDRESS, or the one started here) or HOST:PORT; one "
+             "worker per GPU, or per node without GPUs. Inputs and outputs on a shared file system "
+             "(docs/CLI.md).")] = None,
     dtype: Dtype = "auto",
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
@@ -121,42 +123,20 @@ def upscale(
     limits = WorkLimits(max_megapixels, max_tiles)
     check_upscale(settings, load, weights=weights)  # before any work
     local_weights_folder(accept_local_weights, weights)
+    scale_out = parse_ray_options(devices, ray, load.device)  # None: this process
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if dry_run:
-        return show_plan(jobs, json_out) if is_main_process() else 0
-    notes = check_device(load) if devices is None else []  # --devices: each process checks its own
+        return show_plan(jobs, json_out)
+    notes = check_device(load) if scale_out is None else []  # Ray's workers check their own devices
     jobs = limit_work(jobs, settings, limits, turbo=load.turbo)  # from the headers, before the models load
-    for note in notes if is_main_process() and not quiet else ():
+    for note in notes if not quiet else ():
         note_line(Console(stderr=True), f"note: {note}")
-    if devices is not None and any(job.action == RUN for job in jobs):
-        return launch_devices(devices, load.device, partial(_relaunch, ctx),
-                              say=partial(note_line, Console(stderr=True)))
-    team = join_team(load.device)  # None unless one of several processes (accelerate launch, --devices)
+    if not any(job.action == RUN for job in jobs):
+        scale_out = None  # nothing to run: no Ray
     loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo)
-    with accepting_local_weights(accept_local_weights, weights, note=team is None or team.is_main):
-        return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet, team=team,
-                           debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output))
+    with accepting_local_weights(accept_local_weights, weights, note=True):
+        return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet,
+                           debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output),
+                           ray=scale_out)
 
-
-def relaunch_args(ctx, device: str) -> list[str]:
-    """This command's options and arguments again, less --devices, with --device set."""
-    options, arguments = [], []
-    for param in ctx.command.params:
-        value = device if param.name == "device" else ctx.params.get(param.name)
-        if param.name == "devices" or value is None:
-            continue
-        if param.param_type_name == "argument":
-            arguments += [str(v) for v in value]
-        elif getattr(param, "is_flag", False):
-            options += param.opts[:1] if value else param.secondary_opts[:1]
-        else:
-            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-            options.append(f"{long}={value}")  # `=`: a value may start with "-"
-    return [*options, "--", *arguments]
-
-
-def _relaunch(ctx, device: str) -> list[str]:
-    """The whole command line for the processes of `--devices` (root options included)."""
-    root = ["--debug"] if ctx.parent is not None and ctx.parent.params.get("debug") else []
-    return [*root, ctx.info_name, *relaunch_args(ctx, device)]
