@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-HOMEPAGE = "https://github.com/seesr-cli/seesr-cli"  # [project.urls] in pyproject.toml
-DOCS_URL = f"{HOMEPAGE}/blob/main/docs/CLI.md"
+from seesr_cli import DOCS_URL, HOMEPAGE
+
 ISSUES_URL = f"{HOMEPAGE}/issues"
 
 WEIGHTS_SIZE = "13.8 GB"  # the manifest's sum for a run (weights/manifest.py; a test keeps them equal)

@@ -22,6 +22,7 @@ from functools import partial
 from rich.console import Console
 from rich.progress import TaskID
 
+from seesr_cli import DOCS_URL
 from seesr_cli.batch import RUN, BatchReport, Job, JobResult, PipelineLoader
 from seesr_cli.cli.progress import BatchProgress, denoise_progress
 from seesr_cli.cli.signals import cancel_on_signals
@@ -79,7 +80,7 @@ def parse_ray_options(devices: str | None, ray: str | None, device: str) -> RayP
     Refuses to run as one of several launched processes (torchrun support is gone: each would redo all)."""
     if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
         raise UsageError("seesr no longer runs under accelerate launch or torchrun (WORLD_SIZE is set): run it "
-                         "once, with --devices 0,1,... on one machine or --ray ADDRESS on a Ray cluster (docs/CLI.md)")
+                         f"once, with --devices 0,1,... on one machine or --ray ADDRESS on a Ray cluster ({DOCS_URL})")
     if devices is None and ray is None:
         return None
     plan = plan_ray(devices, ray, device)

@@ -100,7 +100,7 @@ def upscale(
         "--ray", rich_help_panel=_WTS, metavar="ADDRESS",
         help="Run on a running Ray cluster: auto (RAY_ADDRESS, or the one started here) or HOST:PORT; one "
              "worker per GPU, or per node without GPUs. Inputs and outputs on a shared file system "
-             "(docs/CLI.md).")] = None,
+             "(the documentation linked in `seesr --help`).")] = None,
     dtype: Dtype = "auto",
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,

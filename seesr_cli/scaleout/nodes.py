@@ -23,6 +23,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import seesr_cli
+from seesr_cli import DOCS_URL
 from seesr_cli.errors import Cancelled, SeesrError, one_line
 from seesr_cli.scaleout.devices import LOCAL, RayPlan
 from seesr_cli.scaleout.mailbox import wrap
@@ -190,10 +191,10 @@ def check_node(info: dict, probe: Probe, *, answered: bool, several: bool = True
     if info["seen"] != probe.token or not answered:
         seen = "a file it cannot have written" if info["seen"] == probe.token else info["seen"]
         raise SeesrError(f"{probe.folder} is not the same folder on {where} (it reads {seen}): inputs and outputs "
-                         "must be on a file system every node mounts at the same path (docs/CLI.md); nothing was run")
+                         f"must be on a file system every node mounts at the same path ({DOCS_URL}); nothing was run")
     if not info["input"]:
         raise SeesrError(f"{where} does not see the input {probe.input}: inputs and outputs must be on a "
-                         "file system every node mounts at the same path (docs/CLI.md); nothing was run")
+                         f"file system every node mounts at the same path ({DOCS_URL}); nothing was run")
     if info["error"] is not None:
         error = info["error"]
         if several:  # the same message as one process, and the node it came from
