@@ -12,6 +12,7 @@ from seesr_cli.cli.errors import RESUME_HINT
 from seesr_cli.cli.progress import BatchProgress
 from seesr_cli.cli.signals import cancel_on_signals
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
+from seesr_cli.core import FALLBACK_NOTE
 from seesr_cli.scaleout.shared import share_batch
 from seesr_cli.settings import UpscaleSettings
 
@@ -48,6 +49,10 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
                      "exit_code": report.exit_code})
     if not quiet:
         table_console(stderr=json_out).print(summary_table(report))
+        fallbacks = sum(any(note.startswith(FALLBACK_NOTE) for note in r.notes) for r in report.results)
+        if fallbacks:
+            note_line(err, f"{fallbacks} output(s) needed a fallback (out of memory or a precision rerun; see their "
+                           "notes): they may differ from an unconstrained run")
     if report.interrupted:
         note_line(err, f"interrupted after {len(report.results)} of {len(jobs)} images: {RESUME_HINT}")
     return report.exit_code

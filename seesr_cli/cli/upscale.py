@@ -11,6 +11,7 @@ from rich.console import Console
 
 from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
 from seesr_cli.cli.app import app, debug_enabled
+from seesr_cli.cli.like import apply_like, given_options, like_jobs, read_like
 from seesr_cli.cli.options import (
     _ADV,
     _OUT,
@@ -20,11 +21,13 @@ from seesr_cli.cli.options import (
     Dtype,
     Inputs,
     JsonOut,
+    Like,
     Quiet,
     Recursive,
     Scale,
     Sd2Repo,
     TileOverlap,
+    Threads,
     TileSize,
     Turbo,
     Weights,
@@ -80,7 +83,10 @@ def upscale(
     sampler: Annotated[Literal["ddpm", "ddim", "unipc", "dpmpp"], _run()] = "ddpm",
     process_size: Annotated[int, _adv("Smaller inputs are enlarged to this size / scale first.")] = 512,
     conditioning_scale: Annotated[float, _adv()] = 1.0,
-    tile_batch: Annotated[Optional[int], _adv("Tiles per forward; default from free memory.")] = None,
+    tile_batch: Annotated[Optional[int], _adv(
+        "Tiles per ControlNet+UNet forward; default per device kind: cpu 1, cuda 8, mps 2.")] = None,
+    tile_window: Annotated[Literal["linear", "gaussian"], _adv(
+        "Blend window of the latent tiles; gaussian: the official one.")] = "linear",
     tag_threshold: Annotated[Optional[float], _adv("One DAPE threshold for every tag.")] = None,
     turbo: Turbo = False,
     device: Device = "auto",
@@ -88,6 +94,8 @@ def upscale(
         "--devices", rich_help_panel=_WTS, metavar="LIST",
         help="One process per device here: GPU numbers (0,1,2,3) or cpu,cpu (docs/CLI.md: several machines).")] = None,
     dtype: Dtype = "auto",
+    threads: Threads = None,
+    like: Like = None,
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
         help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
@@ -103,12 +111,17 @@ def upscale(
         added_prompt=added_prompt, negative_prompt=negative_prompt, conditioning_scale=conditioning_scale,
         start=start, sampler=sampler, color_fix=color_fix, tile_size=tile_size,
         tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompts=tile_prompts,
-        tag_threshold=tag_threshold)
-    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models)
+        tile_window=tile_window, tag_threshold=tag_threshold)
+    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads)
+    record = read_like(like) if like is not None else None  # before any work: a bad RESULT is exit 2
+    if record is not None:
+        settings, load = apply_like(record, ctx, settings, load)
     if weights is not None and not weights.is_dir():  # before any work, not at the first image
         raise UsageError(f"--weights {weights}: not a folder (expected the official layout, see weights/README.md)")
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
+    if record is not None:
+        jobs = like_jobs(record, ctx, jobs)
     if dry_run:
         return show_plan(jobs, json_out) if is_main_process() else 0
     if devices is not None and any(job.action == RUN for job in jobs):
@@ -123,10 +136,13 @@ def upscale(
 def relaunch_args(ctx, device: str) -> list[str]:
     """This command's options and arguments again, less --devices, with --device set."""
     options, arguments = [], []
+    given = given_options(ctx)
     for param in ctx.command.params:
         value = device if param.name == "device" else ctx.params.get(param.name)
         if param.name == "devices" or value is None:
             continue
+        if param.name != "device" and param.param_type_name != "argument" and param.name not in given:
+            continue  # left at its default: the child's is the same, and --like must not see it as given
         if param.param_type_name == "argument":
             arguments += [str(v) for v in value]
         elif getattr(param, "is_flag", False):
