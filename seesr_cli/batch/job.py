@@ -6,12 +6,15 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seesr_cli.batch.plan import Job
 from seesr_cli.batch.run import WorkDone
 from seesr_cli.errors import Cancelled, ModelLoadError, SeesrError
 from seesr_cli.settings import LoadOptions
-from seesr_cli.weights import Progress
+
+if TYPE_CHECKING:  # importing seesr_cli.weights loads torch: not for --dry-run or --help
+    from seesr_cli.weights import Progress
 
 
 class PipelineLoader:
