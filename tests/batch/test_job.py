@@ -77,16 +77,25 @@ def test_metadata_says_what_ran(pipe, tmp_path):
 
 
 def test_16bit_input_gives_16bit_levels(pipe, tmp_path):
-    """A smooth 16-bit gray ramp: the output has far more than 256 levels (8-bit data x 257 has at most 256)."""
-    ramp = np.linspace(1000, 60000, 40, dtype=np.float64)[None, :] + np.linspace(0, 3000, 24)[:, None]
+    """A smooth 16-bit RGB ramp: each channel of the output has far more than 256 levels (8-bit data
+    written as 16 bits, x 257, has at most 256)."""
+    from seesr_cli.io.codecs import write_png16
+
+    x, y = np.linspace(0.1, 0.9, 40), np.linspace(0.0, 0.05, 24)
+    ramp = np.stack([x[None, :] + y[:, None], 0.5 * x[None, :] + 2 * y[:, None], 0.9 - x[None, :] + y[:, None]], -1)
     src = tmp_path / "ramp16.png"
-    Image.fromarray(ramp.astype(np.uint16)).save(src)
+    with open(src, "wb") as f:
+        write_png16(f, np.round(ramp * 65535).astype(np.uint16), icc=None, text={"Software": "test"}, exif=None)
     out = tmp_path / "ramp16_x2.png"
     upscale_job(job(src, out), pipeline=lambda: pipe, settings=FAST.with_(color_fix="wavelet"), quality=95)
     with Image.open(out) as im:
-        assert im.mode.startswith("I") and im.size == (80, 48)
-        levels = np.unique(np.asarray(im))
-    assert len(levels) > 1024, len(levels)
+        assert im.size == (80, 48)
+    from seesr_cli.io import load_image
+
+    written = load_image(out)
+    assert written.bit_depth == 16 and not written.grayscale
+    levels = [len(np.unique(np.round(written.float_rgb()[..., c] * 65535))) for c in range(3)]
+    assert min(levels) > 1024, levels
 
 
 def test_stopped_after_the_last_stage_writes_nothing(pipe, tmp_path, monkeypatch):

@@ -41,8 +41,9 @@ def forwards(pipe) -> dict[str, tuple[object, str]]:
             "vae_decode": (pipe.vae.decoder, "forward")}
 
 
-def watch(pipe, monkeypatch, *, fail: str | None = None, after_first=None, shapes: dict | None = None) -> Counter:
-    """Count each stage's forwards; `fail`: that stage's first forward raises out of memory;
+def watch(pipe, monkeypatch, *, fail: str | None = None, fail_at: int = 1, after_first=None,
+          shapes: dict | None = None) -> Counter:
+    """Count each stage's forwards; `fail`: that stage's forward number `fail_at` raises out of memory;
     `after_first(stage)` runs after each stage's first forward; `shapes` collects input shapes."""
     calls: Counter = Counter()
     for stage, (owner, name) in forwards(pipe).items():
@@ -50,7 +51,7 @@ def watch(pipe, monkeypatch, *, fail: str | None = None, after_first=None, shape
 
         def wrapper(*args, _stage=stage, _real=real, **kwargs):
             calls[_stage] += 1
-            if _stage == fail and calls[_stage] == 1:
+            if _stage == fail and calls[_stage] == fail_at:
                 raise torch.OutOfMemoryError(f"out of memory in {_stage} (injected)")
             if shapes is not None:
                 tensor = args[2] if _stage == "denoise" else args[0] if args else next(iter(kwargs.values()))
@@ -146,7 +147,9 @@ EFFECTIVE = {"dape": {}, "text": {}, "vae_encode": {"vae_encoder_tile": 128}, "d
 def test_out_of_memory_is_handled_in_its_own_stage(pipe, monkeypatch, baseline, stage):
     clean_calls, clean = baseline
     monkeypatch.setitem(DEVICE_BATCH, "cpu", 2)
-    calls = watch(pipe, monkeypatch, fail=stage)
+    # Mid-stage: e.g. the first forward of the second denoising step, after the first step's
+    # scheduler drew from the generator (the retry must restore its state).
+    calls = watch(pipe, monkeypatch, fail=stage, fail_at=clean_calls[stage] // 2 + 1)
     result = pipe.upscale(noisy(), UpscaleSettings(**OOM))
     earlier = STAGES[: STAGES.index(stage)]
     assert {s: calls[s] for s in earlier} == {s: clean_calls[s] for s in earlier}  # finished stages ran once
