@@ -52,7 +52,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _positive(name: str, value: float | int | None, *, minimum: float = 0, inclusive: bool = False) -> None:
+def _positive(name: str, value: float | None, *, minimum: float = 0, inclusive: bool = False) -> None:
     if value is None:
         return
     ok = value >= minimum if inclusive else value > minimum
@@ -117,7 +117,7 @@ class UpscaleSettings:
                 f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})"
             )
 
-    def resolved(self, turbo: bool = False, device: str | None = None) -> "UpscaleSettings":
+    def resolved(self, turbo: bool = False, device: str | None = None) -> UpscaleSettings:
         """Every default filled in (steps, guidance, tile size and overlap) for a pipeline loaded
         with `turbo`; with `device` (the device kind: cpu, cuda, mps) also the tile batch.
 
@@ -140,14 +140,14 @@ class UpscaleSettings:
         """Classifier-free guidance at 1.0 is the conditional branch alone: skip the other."""
         return self.guidance is None or self.guidance != 1.0
 
-    def with_(self, **changes: Any) -> "UpscaleSettings":
+    def with_(self, **changes: Any) -> UpscaleSettings:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UpscaleSettings":
+    def from_dict(cls, data: dict[str, Any]) -> UpscaleSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -8,8 +8,8 @@ recorded by `record`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class SeeSRPipeline:
         self._forward = controlled_noise
 
     @classmethod
-    def from_pretrained(cls, paths, options: LoadOptions | None = None, **changes) -> "SeeSRPipeline":
+    def from_pretrained(cls, paths, options: LoadOptions | None = None, **changes) -> SeeSRPipeline:
         """Load every component from resolved weight paths (`seesr_cli.weights.WeightPaths`).
 
         `options` (default `LoadOptions()`), with keyword `changes` to it: device, dtype, turbo,
@@ -92,7 +92,7 @@ class SeeSRPipeline:
                    weights=record.used_weights(getattr(paths, "provenance", None), options.turbo))
         return pipe.compile() if options.compile else pipe
 
-    def compile(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> "SeeSRPipeline":
+    def compile(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> SeeSRPipeline:
         """torch.compile ControlNet + UNet as one graph. With CUDA graphs ("reduce-overhead")
         this removes the per-kernel launch cost that dominates a 64x64-latent step on a fast
         GPU. The first image of each tile shape pays the compile time: worth it for batches."""

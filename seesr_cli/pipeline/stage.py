@@ -68,7 +68,7 @@ class StageRun:
         while True:
             try:
                 return attempt(option), option
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            except Exception as exc:  # only out-of-memory is handled; anything else is re-raised
                 if not is_out_of_memory(exc):
                     raise
                 smaller = shrink(option)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seesr_cli.core.denoise import TileConditioning, GuidedDenoiser, sample
+from seesr_cli.core.denoise import GuidedDenoiser, TileConditioning, sample
 from seesr_cli.core.prompts import compose_prompt, encode_prompts, tokenize
 from seesr_cli.core.samplers import lre_start, make_scheduler, timesteps_for
 from seesr_cli.core.tiling import Box

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seesr_cli.errors import InternalError
 from seesr_cli.core.tiling import Box, blend_window, plan_tiles, tile_batches, tiled_map
+from seesr_cli.errors import InternalError
 
 # (height, width, tile, overlap): tiny, edge-fitting, off-by-one and awkward cases.
 PLANS = [

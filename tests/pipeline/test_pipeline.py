@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-import json
 
 from seesr_cli.core.prompts import tokenize
 from seesr_cli.errors import Cancelled

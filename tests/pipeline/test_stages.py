@@ -21,8 +21,8 @@ STAGES = ("dape", "text", "vae_encode", "denoise", "vae_decode")
 NAMES = {"dape": "DAPE", "text": "the text encoder", "vae_encode": "the VAE encoder",
          "denoise": "the denoise stage", "vae_decode": "the VAE decoder"}
 # 64 x 40 -> x4 -> latent 32 x 20: six latent tiles, six VAE encoder tiles (128 px), six decoder tiles.
-FAST = dict(steps=2, process_size=64, tile_size=16, tile_overlap=4, vae_encoder_tile=128, vae_decoder_tile=16,
-            seed=3)
+FAST = {"steps": 2, "process_size": 64, "tile_size": 16, "tile_overlap": 4, "vae_encoder_tile": 128,
+        "vae_decoder_tile": 16, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +171,8 @@ def test_out_of_memory_is_handled_in_its_own_stage(pipe, monkeypatch, baseline, 
 def test_out_of_memory_splits_denoise_tiles_at_batch_one(pipe, monkeypatch):
     calls = watch(pipe, monkeypatch, fail="denoise")
     result = pipe.upscale(noisy(), UpscaleSettings(**{**FAST, "tile_size": 32, "tile_overlap": 8}))
-    assert result.notes == ["fallback: out of memory in the denoise stage at batch 1; "
-                            "redone at batch 1, split into latent tiles of 16"]
+    assert result.notes == [("fallback: out of memory in the denoise stage at batch 1; "
+                             "redone at batch 1, split into latent tiles of 16")]
     assert calls["dape"] == 1 and len(result.tiles) == 1  # one tile's prompt, kept for its parts
 
 
