@@ -143,12 +143,14 @@ def _dape(reference: Path, config: DAPEConfig, device: torch.device, seed: int) 
 
 def _components(device, dtype, seed: int, reference, tiny: bool) -> dict:
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from seesr_cli.models.tokenizer import OfficialCLIPTokenizer
 
     device = torch.device(device)
     dtype = DTYPES.get(dtype, dtype)
     reference = reference_dir(reference)
-    tokenizer = CLIPTokenizer.from_pretrained(reference / "step_tiny" / "tokenizer")
+    tokenizer = OfficialCLIPTokenizer.from_pretrained(reference / "step_tiny" / "tokenizer")
     text = CLIPTextConfig(**(TINY_TEXT if tiny else SD2_TEXT), bos_token_id=tokenizer.bos_token_id,
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     unet_config = _diffusion_config(reference, "unet", tiny)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seesr_cli.batch.plan import Job
 from seesr_cli.batch.run import WorkDone
 from seesr_cli.errors import Cancelled, ModelLoadError, SeesrError, WeightsError
-from seesr_cli.settings import LoadOptions, UpscaleSettings
-from seesr_cli.weights import Progress
+from seesr_cli.settings import LoadOptions
+
+if TYPE_CHECKING:  # importing seesr_cli.weights loads torch: not for --dry-run or --help
+    from seesr_cli.weights import Progress
 
 
 class PipelineLoader:
@@ -55,17 +58,21 @@ class PipelineLoader:
             raise WeightsError(problem) from exc
 
 
-def image_metadata(job: Job, settings: UpscaleSettings, prompts: Sequence[str], base_seed: int,
-                   run: dict) -> dict[str, str]:
-    """What a result needs to be reproduced: settings (with this image's seed and every default
-    filled in), prompts, provenance, and how it ran (`run`: device kind, dtype, turbo base)."""
+def image_metadata(job: Job, result, base_seed: int) -> dict[str, str]:
+    """What a result needs to be reproduced (`seesr upscale --like`) and what ran: this image's seed,
+    the base seed, its source, the prompts, the settings it ran with (every default and fallback
+    resolved), the input's absolute path, `seesr:run` (format 2: versions, device kind, dtype,
+    threads, tiles, batches, weights, timings, notes) and each latent tile's box, tags and prompt.
+    `result` is the pipeline's `UpscaleResult`."""
     return {
         "seesr:seed": str(job.seed),
         "seesr:base-seed": str(base_seed),
         "seesr:source": job.rel,
-        "seesr:prompts": json.dumps(list(prompts), ensure_ascii=False),
-        "seesr:settings": json.dumps(settings.to_dict(), sort_keys=True),
-        "seesr:run": json.dumps(run, sort_keys=True),
+        "seesr:prompts": json.dumps(list(result.prompts), ensure_ascii=False),
+        "seesr:settings": json.dumps(result.settings.to_dict(), sort_keys=True),
+        "seesr:input": str(Path(job.input).absolute()),
+        "seesr:run": json.dumps(result.run, sort_keys=True, ensure_ascii=False),
+        "seesr:tiles": json.dumps(result.tiles, ensure_ascii=False),
     }
 
 
@@ -74,9 +81,9 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     """Load one input, upscale it with its own seed, write the result with its metadata.
 
     `pipeline` is called only once an image has loaded: a batch of unreadable files never loads
-    the models. The pipeline raises `Cancelled` between steps, before anything is written.
+    the models. A 16-bit source reaches the model as floats and its float result is quantised
+    once, to the output's depth. Cancelled (in any stage, or just before writing): nothing is written.
     """
-    from seesr_cli.core.device import dtype_name
     from seesr_cli.io import load_image, save_image
 
     loaded = load_image(job.input)
@@ -88,14 +95,13 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     except Exception as exc:  # noqa: BLE001 - whatever breaks loading (install, driver) breaks every image
         raise ModelLoadError(f"cannot load the models: {type(exc).__name__}: {exc}") from exc
     setup = time.perf_counter() - start
-    run_settings = settings.with_(seed=job.seed)
-    result = pipe.upscale(loaded.rgb, run_settings, on_progress=on_progress, should_cancel=should_cancel)
-    if should_cancel is not None and should_cancel():  # stopped in the last stage: write nothing
+    high_depth = loaded.rgb_float is not None
+    source = loaded.float_rgb() if high_depth else loaded.rgb
+    result = pipe.upscale(source, settings.with_(seed=job.seed), on_progress=on_progress,
+                          should_cancel=should_cancel)
+    if should_cancel is not None and should_cancel():
         raise Cancelled("stopped before writing the result")
-    # Record what actually ran ("cuda", "fp16"), not "auto": a result made with --devices
-    # then carries the same bytes as a one-process run on that device kind.
-    run = {"device": pipe.device.type, "dtype": dtype_name(pipe.dtype), "turbo": pipe.turbo}
-    metadata = image_metadata(job, run_settings.resolved(pipe.turbo), result.prompts, settings.seed, run)
-    save_image(result.image, loaded, job.output, fmt=job.fmt, quality=quality, metadata=metadata,
-               overwrite=job.overwrite)
+    metadata = image_metadata(job, result, settings.seed)
+    save_image(result.array if high_depth else result.image, loaded, job.output, fmt=job.fmt, quality=quality,
+               metadata=metadata, overwrite=job.overwrite)
     return WorkDone(tuple(result.prompts), tuple(loaded.notes) + tuple(result.notes), setup)

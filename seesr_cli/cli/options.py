@@ -87,3 +87,12 @@ def accepting_local_weights(accept: bool, weights: Path | None, *, note: bool = 
             os.environ.pop(ACCEPT_LOCAL_ENV, None)
         else:
             os.environ[ACCEPT_LOCAL_ENV] = before
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", rich_help_panel=_WTS, min=1, metavar="N",
+    help="CPU threads for the networks (default: torch's, usually the core count). On the CPU the same "
+         "bytes need the same count; results record it (docs/CLI.md).")]
+Like = Annotated[Optional[Path], typer.Option(
+    "--like", rich_help_panel=_RUN, metavar="RESULT", dir_okay=False,
+    help="Redo as RESULT (a seesr output) was made: its settings, dtype, tile batch, threads, and seed: "
+         "RESULT's own seed for one input image, else its base seed (each image's seed derived from its "
+         "path). Options given here win. Same device kind: same pixels.")]

@@ -18,6 +18,7 @@ from seesr_cli.cli.progress import BatchProgress, counting
 from seesr_cli.cli.scale import run_on_ray
 from seesr_cli.cli.signals import cancel_on_signals, check_after, stop_verifying
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
+from seesr_cli.core import FALLBACK_NOTE
 from seesr_cli.settings import UpscaleSettings
 
 
@@ -57,6 +58,10 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
                      "reports": [str(p) for p in pages], "exit_code": outcome.exit_code})
     if not quiet:
         table_console(stderr=json_out).print(summary_table(outcome))
+        fallbacks = sum(any(note.startswith(FALLBACK_NOTE) for note in r.notes) for r in outcome.results)
+        if fallbacks:
+            note_line(err, f"{fallbacks} output(s) needed a fallback (out of memory or a precision rerun; see their "
+                           "notes): they may differ from an unconstrained run")
         for page in pages:
             note_line(err, f"report: {page}")
     if outcome.interrupted:

@@ -12,6 +12,7 @@ from seesr_cli.batch import RUN, OutputOptions, PipelineLoader, plan_batch
 from seesr_cli.batch.estimate import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_TILES, WorkLimits, limit_work
 from seesr_cli.cli.app import app, debug_enabled
 from seesr_cli.cli.help import Command
+from seesr_cli.cli.like import apply_like, like_jobs, read_like
 from seesr_cli.cli.options import (
     _ADV,
     _OUT,
@@ -22,11 +23,13 @@ from seesr_cli.cli.options import (
     Dtype,
     Inputs,
     JsonOut,
+    Like,
     Quiet,
     Recursive,
     Scale,
     Sd2Repo,
     TagThreshold,
+    Threads,
     TileOverlap,
     TileSize,
     Turbo,
@@ -87,7 +90,10 @@ def upscale(
     sampler: Annotated[Literal["ddpm", "ddim", "unipc", "dpmpp"], _run()] = "ddpm",
     process_size: Annotated[int, _adv("Smaller inputs are enlarged to this size / scale first.")] = 512,
     conditioning_scale: Annotated[float, _adv()] = 1.0,
-    tile_batch: Annotated[Optional[int], _adv("Tiles per forward; default from free memory.")] = None,
+    tile_batch: Annotated[Optional[int], _adv(
+        "Tiles per ControlNet+UNet forward; default per device kind: cpu 1, cuda 8, mps 2.")] = None,
+    tile_window: Annotated[Literal["linear", "gaussian"], _adv(
+        "Blend window of the latent tiles; gaussian: the official one.")] = "linear",
     tag_threshold: TagThreshold = None,
     max_megapixels: Annotated[float, _adv("Refuse larger results or working images.")] = DEFAULT_MAX_MEGAPIXELS,
     max_tiles: Annotated[int, _adv("Refuse images that need more latent tiles.")] = DEFAULT_MAX_TILES,
@@ -102,6 +108,8 @@ def upscale(
              "worker per GPU, or per node without GPUs. Inputs and outputs on a shared file system "
              "(the documentation linked in `seesr --help`).")] = None,
     dtype: Dtype = "auto",
+    threads: Threads = None,
+    like: Like = None,
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
         help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
@@ -118,14 +126,19 @@ def upscale(
         added_prompt=added_prompt, negative_prompt=negative_prompt, conditioning_scale=conditioning_scale,
         start=start, sampler=sampler, color_fix=color_fix, tile_size=tile_size,
         tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompts=tile_prompts,
-        tag_threshold=tag_threshold)
-    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models)
+        tile_window=tile_window, tag_threshold=tag_threshold)
+    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads)
+    record = read_like(like) if like is not None else None  # before any work: a bad RESULT is exit 2
+    if record is not None:
+        settings, load = apply_like(record, ctx, settings, load)
     limits = WorkLimits(max_megapixels, max_tiles)
     check_upscale(settings, load, weights=weights)  # before any work
     local_weights_folder(accept_local_weights, weights)
     scale_out = parse_ray_options(devices, ray, load.device)  # None: this process
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
+    if record is not None:
+        jobs = like_jobs(record, ctx, jobs)
     if dry_run:
         return show_plan(jobs, json_out)
     notes = check_device(load) if scale_out is None else []  # Ray's workers check their own devices

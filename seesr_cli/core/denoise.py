@@ -114,14 +114,20 @@ def tiled_predictor(
     batch_size: int,
     window: str = DEFAULT_WINDOW,
     on_tile: Callable[[int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> Predictor:
-    """Predict the whole latent by blending the guided predictions of overlapping tiles."""
+    """Predict the whole latent by blending the guided predictions of overlapping tiles.
+
+    Every forward runs `batch_size` tiles (a partial batch padded: `tiling.tiled_map`);
+    `should_cancel` is asked before each of them."""
 
     def run_batch(t: torch.Tensor):
         def fn(crops: torch.Tensor, tiles: list[int]) -> torch.Tensor:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("stopped between tile batches")
             noise = denoiser(crops, t, [boxes[i] for i in tiles], tiles)
             if on_tile is not None:
-                on_tile(len(tiles))
+                on_tile(len(set(tiles)))  # padding repeats the last tile: count each once
             return noise
 
         return fn

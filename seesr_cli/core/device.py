@@ -1,8 +1,6 @@
-"""Device, dtype and memory: what a run will use and how much room it has."""
+"""Device and dtype: what a run will use; out-of-memory errors and freeing cached memory."""
 
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -45,19 +43,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPES.items()}[dtype]
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes free for new tensors on `device` (best effort)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type == "mps":
-        return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

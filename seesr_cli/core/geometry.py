@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from seesr_cli.core.tiling import Box, plan_tiles
 from seesr_cli.errors import InternalError
-from seesr_cli.settings import UpscaleSettings
+from seesr_cli.settings import DEFAULT_TILE, UpscaleSettings
 
 LATENT_FACTOR = 8  # the SD VAE's downsampling
-DEFAULT_TILE = 96  # latent pixels: the official script's latent_tiled_size
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,9 @@ def plan_geometry(width: int, height: int, settings: UpscaleSettings) -> Geometr
     return Geometry(lr=(width, height), enlarged=enlarged, upscaled=upscaled, work=work, out=out)
 
 
-def tile_size_for(settings: UpscaleSettings, cap: int | None = None) -> int:
-    """The latent tile edge: the user's, else the official 96, never above `cap`."""
-    tile = settings.tile_size or DEFAULT_TILE
-    if cap is not None and settings.tile_size is None:
-        tile = max(LATENT_FACTOR, min(tile, cap))
-    return tile
+def tile_size_for(settings: UpscaleSettings) -> int:
+    """The latent tile edge: the user's, else the official 96 (never a function of free memory)."""
+    return settings.tile_size or DEFAULT_TILE
 
 
 def latent_tiles(geometry: Geometry, tile: int, overlap: int) -> list[Box]:

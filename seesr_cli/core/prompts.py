@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from seesr_cli.errors import Cancelled, InternalError
 
 
 def compose_prompt(tags: str, user_prompt: str = "", added_prompt: str = "") -> str:
@@ -17,26 +21,38 @@ def compose_prompt(tags: str, user_prompt: str = "", added_prompt: str = "") -> 
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
-    """CLIP token ids, padded/truncated to the tokenizer's max length (77)."""
-    return tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+    """CLIP token ids, N x 77: BOS, at most 75 ids, EOS, pads, as the official pipeline's call.
+
+    `tokenizer` is `models.OfficialCLIPTokenizer` (or any callable list[str] -> N x 77 ids):
+    transformers 5's CLIPTokenizer gives other ids than the official stack for many prompts.
+    """
+    ids = tokenizer(list(prompts))
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.shape[0] != len(prompts):
+        raise InternalError(f"the tokenizer must return N x length token ids; got {type(ids).__name__}")
+    return ids
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, batch_size: int = 16) -> torch.Tensor:
-    """Last hidden states (N x 77 x D) of the text encoder, each distinct prompt encoded once."""
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, batch_size: int = 1,
+                   should_cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Last hidden states (N x 77 x D) of the text encoder, each distinct prompt encoded once.
+
+    Every forward runs exactly `batch_size` prompts (the last batch padded with its last
+    prompt, those rows dropped), so a prompt's states never depend on its batch-mates.
+    """
+    if batch_size < 1:
+        raise InternalError(f"text encoder batch must be >= 1; got {batch_size}")
     unique = list(dict.fromkeys(prompts))
     device = text_encoder.device
     chunks = []
     for start in range(0, len(unique), batch_size):
-        ids = tokenize(tokenizer, unique[start : start + batch_size]).to(device)
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("stopped while encoding the prompts")
+        batch = unique[start : start + batch_size]
+        real = len(batch)
+        batch += [batch[-1]] * (batch_size - real)
         # SD2's CLIP config has no use_attention_mask: the official call passes none.
-        chunks.append(text_encoder(ids)[0])
+        chunks.append(text_encoder(tokenize(tokenizer, batch).to(device))[0][:real])
     states = torch.cat(chunks)
     index = {prompt: i for i, prompt in enumerate(unique)}
     return states[[index[p] for p in prompts]]

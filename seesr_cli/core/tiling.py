@@ -192,7 +192,11 @@ def tiled_map(
     tile-major along the batch dimension (k tiles -> k*B rows; rows i*B..(i+1)*B are
     tile indices[i]) and returns k*B x C' x (h*scale) x (w*scale). The result is
     B x C' x (H*scale) x (W*scale) in at least float32 on `out_device` (default: x's).
-    One box covering all of x runs fn(x, [0]) untouched: bit-exact, no window maths.
+    Every call gets exactly `batch_size` tiles: a partial batch is padded with copies of
+    its last tile, whose outputs are dropped. At one batch shape a tile's output does not
+    depend on which tiles share its call (kernels pick their algorithm by shape).
+    One box covering all of x runs fn on x (padded likewise) without any window maths:
+    with batch_size 1, fn(x, [0]) untouched and bit-exact.
     `out_channels`, when given, is checked against what fn returns.
     """
     if window not in WINDOWS:
@@ -204,7 +208,7 @@ def tiled_map(
     _check_boxes(tuple(boxes), height, width)
     batches = tile_batches(boxes, batch_size)
     if len(boxes) == 1 and boxes[0] == full:
-        out = fn(x, [0])
+        out = _padded_call(fn, [x], [0], batch_size)
         _check_output(out, x.shape[0], full, out_full, out_channels)
         return out.to(device=out_device or out.device, dtype=torch.promote_types(out.dtype, torch.float32))
 
@@ -215,7 +219,7 @@ def tiled_map(
     for tiles in batches:
         first = boxes[tiles[0]]
         crops = [x[:, :, rows, cols] for rows, cols in (boxes[i].slices for i in tiles)]
-        out = fn(crops[0] if len(crops) == 1 else torch.cat(crops), tiles)
+        out = _padded_call(fn, crops, tiles, batch_size)
         _check_output(out, batch * len(tiles), first, first.scaled(factor), out_channels)
         if acc is None:
             dtype = torch.promote_types(out.dtype, torch.float32)
@@ -231,6 +235,19 @@ def tiled_map(
         del out
     assert acc is not None  # boxes is non-empty (checked)
     return acc.div_(weights)
+
+
+def _padded_call(fn: TileFn, crops: list[torch.Tensor], tiles: list[int], batch_size: int) -> torch.Tensor:
+    """fn on exactly batch_size tiles (the last one repeated); the outputs of the real ones."""
+    pad = batch_size - len(tiles)
+    if pad > 0:
+        crops, tiles = crops + [crops[-1]] * pad, tiles + [tiles[-1]] * pad
+    out = fn(crops[0] if len(crops) == 1 else torch.cat(crops), tiles)
+    if pad <= 0:
+        return out
+    if out.ndim < 1 or out.shape[0] % len(tiles):
+        raise ValueError(f"tile function returned {tuple(out.shape)} rows for {len(tiles)} tiles")
+    return out[: out.shape[0] // len(tiles) * (len(tiles) - pad)]
 
 
 def _check_output(out: torch.Tensor, rows: int, box: Box, want: Box, channels: int | None) -> None:

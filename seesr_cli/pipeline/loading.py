@@ -36,16 +36,19 @@ def load_components(paths, *, device: torch.device, dtype: torch.dtype, turbo: b
     from sd-turbo, with SeeSR's image attentions laid over that UNet.
     """
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
     from seesr_cli.models import DAPE, SeeSRControlNet, SeeSRUNet
+    from seesr_cli.models.tokenizer import OfficialCLIPTokenizer
 
     _quiet_libraries()
     base = Path(paths.turbo if turbo else paths.sd2)
     if turbo and paths.turbo is None:
         raise WeightsError("turbo weights (stabilityai/sd-turbo) are not available; run `seesr download --turbo`")
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+        # The official stack's token ids (transformers 4.25's slow tokenizer without ftfy), which
+        # transformers 5's CLIPTokenizer does not give for many prompts (models/tokenizer.py).
+        tokenizer = OfficialCLIPTokenizer.from_pretrained(base / "tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=dtype)
         if turbo:

@@ -7,6 +7,7 @@ exactly the tags an upscale with the same settings would use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,8 @@ from PIL import Image
 
 from seesr_cli.core.geometry import Geometry, latent_tiles, lr_box, plan_geometry, tile_size_for
 from seesr_cli.core.tiling import Box
-from seesr_cli.settings import UpscaleSettings
-
-DAPE_BATCH = 8  # crops per DAPE forward
+from seesr_cli.errors import Cancelled
+from seesr_cli.settings import DEVICE_BATCH, UpscaleSettings
 
 
 def lr_crops(image: Image.Image, geometry: Geometry, boxes: list[Box], tile_prompts: str) -> list[Image.Image]:
@@ -27,16 +27,31 @@ def lr_crops(image: Image.Image, geometry: Geometry, boxes: list[Box], tile_prom
     return [image.crop(pil_box(lr_box(box, geometry))) for box in boxes]
 
 
+def dape_batch(dape) -> int:
+    """Crops per DAPE forward: the fixed batch of the device kind DAPE runs on."""
+    return DEVICE_BATCH.get(dape.image_proj.weight.device.type, 1)
+
+
 @torch.inference_mode()
-def analyse(dape, crops: list[Image.Image], *, batch: int = DAPE_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    """(soft prompts N x 145 x 512, float32 tag probabilities N x tags) of the crops, on DAPE's device."""
+def analyse(dape, crops: list[Image.Image], *, batch: int | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(soft prompts N x 145 x 512, float32 tag probabilities N x tags) of the crops, on DAPE's device.
+
+    Every forward runs exactly `batch` crops (default `dape_batch`; the last batch padded
+    with its last crop, those rows dropped), so a crop's tags never depend on its batch-mates.
+    """
+    batch = batch or dape_batch(dape)
     weight = dape.image_proj.weight
     embeds, probs = [], []
     for first in range(0, len(crops), batch):
-        x = dape.preprocess(crops[first : first + batch]).to(weight.device, weight.dtype)
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("stopped while tagging")
+        group = crops[first : first + batch]
+        real = len(group)
+        x = dape.preprocess(group + [group[-1]] * (batch - real)).to(weight.device, weight.dtype)
         soft, p = dape.analyse(x)
-        embeds.append(soft)
-        probs.append(p)
+        embeds.append(soft[:real])
+        probs.append(p[:real])
     return torch.cat(embeds), torch.cat(probs)
 
 

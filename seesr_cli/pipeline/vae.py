@@ -11,12 +11,13 @@ differ slightly (most in flat regions); the overlaps cross-fade that difference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 
 import torch
 
 from seesr_cli.core.tiling import DEFAULT_WINDOW, Box, plan_tiles, tiled_map
-from seesr_cli.errors import InternalError
+from seesr_cli.errors import Cancelled, InternalError
 
 ENCODER_TILE = 1024  # image px, official --vae_encoder_tiled_size
 DECODER_TILE = 224  # latent px, official --vae_decoder_tiled_size
@@ -24,6 +25,9 @@ DECODER_TILE = 224  # latent px, official --vae_decoder_tiled_size
 # 32 image px / 11 latent px and cuts instead of blending).
 ENCODER_OVERLAP = 128  # image px
 DECODER_OVERLAP = 32  # latent px
+# VAE tiles per forward, on every device kind: the tiles are large (1024 image px, 224 latent
+# px) and memory-bound, so batching gains nothing; one fixed shape and no padding.
+VAE_BATCH = 1
 _LOGVAR_RANGE = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamp
 
 
@@ -63,17 +67,20 @@ def encode_moments(
     *,
     tile: int = ENCODER_TILE,
     overlap: int | None = None,
-    batch_size: int = 1,
+    batch_size: int = VAE_BATCH,
     window: str = DEFAULT_WINDOW,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Blended encoder moments (mean and logvar: the quant_conv output), B x 2C x H/8 x W/8, float32.
 
     tile and overlap are image pixels, multiples of 8; overlap None: a quarter tile, at most 128.
+    `should_cancel` is asked before each tile batch.
     """
     factor = downsampling(vae)
     boxes = _encoder_boxes(tuple(image.shape), tile, overlap, factor)
 
     def run(crops: torch.Tensor, _tiles: list[int]) -> torch.Tensor:
+        _check_cancel(should_cancel, "encoding")
         x = (crops.to(vae.device, torch.float32) * 2 - 1).to(vae.dtype)  # official: encode(image*2-1)
         h = vae.encoder(x)
         return h if vae.quant_conv is None else vae.quant_conv(h)
@@ -92,8 +99,9 @@ def encode(
     overlap: int | None = None,
     generator: torch.Generator | None = None,
     mode: str = "sample",
-    batch_size: int = 1,
+    batch_size: int = VAE_BATCH,
     window: str = DEFAULT_WINDOW,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Latents (float32, already times scaling_factor) of an image in [0, 1] (B x 3 x H x W).
 
@@ -103,7 +111,8 @@ def encode(
     """
     if mode not in ("sample", "mean"):
         raise InternalError(f"VAE encode mode must be 'sample' or 'mean'; got {mode!r}")
-    moments = encode_moments(vae, image, tile=tile, overlap=overlap, batch_size=batch_size, window=window)
+    moments = encode_moments(vae, image, tile=tile, overlap=overlap, batch_size=batch_size, window=window,
+                             should_cancel=should_cancel)
     mean, logvar = moments.chunk(2, dim=1)
     latents = mean
     if mode == "sample":
@@ -122,9 +131,10 @@ def decode(
     *,
     tile: int = DECODER_TILE,
     overlap: int | None = None,
-    batch_size: int = 1,
+    batch_size: int = VAE_BATCH,
     window: str = DEFAULT_WINDOW,
     out_device: torch.device | str | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Image in [0, 1] (float32, B x 3 x 8h x 8w) from scaled latents (B x C x h x w).
 
@@ -141,6 +151,7 @@ def decode(
     boxes = plan_tiles(z.shape[-2], z.shape[-1], tile, overlap)
 
     def run(crops: torch.Tensor, _tiles: list[int]) -> torch.Tensor:
+        _check_cancel(should_cancel, "decoding")
         x = crops.to(vae.device, vae.dtype)
         if vae.post_quant_conv is not None:
             x = vae.post_quant_conv(x)
@@ -149,3 +160,8 @@ def decode(
     image = tiled_map(run, z, boxes, scale=downsampling(vae), window=window, batch_size=batch_size,
                       out_device=out_device or latents.device)
     return image.float().div_(2).add_(0.5).clamp_(0, 1)
+
+
+def _check_cancel(should_cancel: Callable[[], bool] | None, doing: str) -> None:
+    if should_cancel is not None and should_cancel():
+        raise Cancelled(f"stopped while {doing} VAE tiles")

@@ -8,8 +8,8 @@ parts are reported together, in one message that says how to get them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seesr_cli.errors import WeightsError
@@ -87,24 +87,44 @@ def _missing_message(failures: list[tuple[Source, NotFound]], dirs: CacheDirs) -
 
 @dataclass(frozen=True)
 class WeightPaths:
-    """Folders and files the models load from (`seesr_cli.pipeline.loading.load_components`)."""
+    """Folders and files the models load from (`seesr_cli.pipeline.loading.load_components`).
+
+    `provenance`: what each result records about its weights, per part: `repo@commit` (the
+    Hub snapshot) or, per file of a `--weights DIR` part, `sha256:<hex>` (hashed once, recorded).
+    """
 
     sd2: Path  # text_encoder/ tokenizer/ vae/ scheduler/
     unet: Path
     controlnet: Path
     dape: Path  # the compact DAPE safetensors
     turbo: Path | None = None  # sd-turbo: the same folders plus unet/
+    provenance: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 def _resolve(keys: tuple[str, ...], *, weights_dir: str | Path | None, sd2_repo: str | None, mode: str,
-             progress: Progress | None) -> tuple[dict[str, Located], Path]:
+             progress: Progress | None) -> tuple[dict[str, Located], Path, dict[str, str]]:
     """Locate every part (one error for all that are missing), verify, then convert DAPE."""
     dirs = cache_dirs()
     found = _locate_all(keys, sources(sd2_repo), weights_dir=weights_folder(weights_dir), dirs=dirs,
                         mode=mode, progress=progress)
     record = VerifiedRecord.in_cache(dirs)
     verify(found, record, progress)  # before anything is unpickled
-    return found, compact_dape(found, dirs, record, progress)
+    dape = compact_dape(found, dirs, record, progress)
+    return found, dape, _provenance(found, record, progress)
+
+
+def _provenance(found: dict[str, Located], record: VerifiedRecord, progress: Progress | None) -> dict[str, str]:
+    """Hub parts: `repo@commit` of their snapshot. Local parts: each file's sha256 (the one
+    verification established, else hashed now, once: the record keeps it)."""
+    out: dict[str, str] = {}
+    for key, loc in found.items():
+        if not loc.local:
+            out[key] = f"{loc.source.repo_id}@{loc.root.name}"
+            continue
+        for index, file in enumerate(loc.files):
+            name = key if len(loc.files) == 1 else f"{key}/{file}"
+            out[name] = "sha256:" + record.digest(loc.path(index), key, progress)
+    return out
 
 
 def resolve_weights(*, weights_dir: str | Path | None = None, turbo: bool = False, download: bool = True,
@@ -112,16 +132,16 @@ def resolve_weights(*, weights_dir: str | Path | None = None, turbo: bool = Fals
     """Every part a run needs: from `weights_dir` (or SEESR_WEIGHTS) or the cache, downloading what is
     missing unless `download` is False or HF_HUB_OFFLINE is set; verified; DAPE converted once."""
     keys = SEESR_KEYS + (("turbo",) if turbo else ())
-    found, dape = _resolve(keys, weights_dir=weights_dir, sd2_repo=sd2_repo,
-                           mode="fill" if download else "local", progress=progress)
-    return _paths(found, dape)
+    found, dape, provenance = _resolve(keys, weights_dir=weights_dir, sd2_repo=sd2_repo,
+                                       mode="fill" if download else "local", progress=progress)
+    return _paths(found, dape, provenance)
 
 
-def _paths(found: dict[str, Located], dape: Path) -> WeightPaths:
+def _paths(found: dict[str, Located], dape: Path, provenance: dict[str, str]) -> WeightPaths:
     unet, controlnet = found["unet"], found["controlnet"]
     turbo = found["turbo"].root if "turbo" in found else None
     return WeightPaths(found["sd2"].root, unet.root / unet.source.folder,
-                       controlnet.root / controlnet.source.folder, dape, turbo)
+                       controlnet.root / controlnet.source.folder, dape, turbo, provenance)
 
 
 def resolve_dape(*, weights_dir: str | Path | None = None, download: bool = True,
@@ -135,5 +155,6 @@ def download_all(*, turbo: bool = False, sd2_repo: str | None = None,
                  progress: Progress | None = None) -> WeightPaths:
     """`seesr download`: ask the Hub for every part (new revisions included), verify, convert DAPE."""
     keys = SEESR_KEYS + (("turbo",) if turbo else ())
-    found, dape = _resolve(keys, weights_dir=None, sd2_repo=sd2_repo, mode="refresh", progress=progress)
-    return _paths(found, dape)
+    found, dape, provenance = _resolve(keys, weights_dir=None, sd2_repo=sd2_repo, mode="refresh",
+                                       progress=progress)
+    return _paths(found, dape, provenance)

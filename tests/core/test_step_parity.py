@@ -8,11 +8,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seesr_cli.core.denoise import TileConditioning, GuidedDenoiser, sample
+from seesr_cli.core.denoise import GuidedDenoiser, TileConditioning, sample
 from seesr_cli.core.prompts import compose_prompt, encode_prompts, tokenize
 from seesr_cli.core.samplers import lre_start, make_scheduler, timesteps_for
-from seesr_cli.settings import DEFAULT_NEGATIVE_PROMPT
 from seesr_cli.core.tiling import Box
+from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
+
+# The fixture encodes "cat, grass, clean, high-resolution, 8k". The official script builds a
+# prompt as f"{tags}, {user_prompt}," + added_prompt; with tags "cat" and the user prompt
+# "grass" that is "cat, grass,clean, high-resolution, 8k", which the official tokenizer splits
+# into the same words (punctuation is its own word), hence the same ids.
+TAGS, USER_PROMPT = "cat", "grass"
+PROMPT = compose_prompt(TAGS, USER_PROMPT, DEFAULT_ADDED_PROMPT)
 
 
 def close(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -23,14 +30,15 @@ def close(got: torch.Tensor, want: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def step(reference_dir):
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
     from seesr_cli.models import SeeSRControlNet, SeeSRUNet
+    from seesr_cli.models.tokenizer import OfficialCLIPTokenizer
 
     root = reference_dir / "step_tiny"
     return {
         "io": load_file(root / "io.safetensors"),
-        "tokenizer": CLIPTokenizer.from_pretrained(root / "tokenizer"),
+        "tokenizer": OfficialCLIPTokenizer.from_pretrained(root / "tokenizer"),  # what loading.py loads
         "text_encoder": CLIPTextModel.from_pretrained(root / "text_encoder").eval(),
         "scheduler_config": json.loads((root / "scheduler" / "scheduler_config.json").read_text()),
         "unet": SeeSRUNet.from_pretrained(reference_dir / "seesr_tiny" / "unet").eval(),
@@ -40,14 +48,16 @@ def step(reference_dir):
 
 def test_prompt_tokens_and_embeddings(step):
     io = step["io"]
-    prompt = compose_prompt("cat, grass", "", "")  # the fixture's prompt has no user part
-    assert prompt == "cat, grass, ,"
-    fixture_prompt = "cat, grass, clean, high-resolution, 8k"
-    assert torch.equal(tokenize(step["tokenizer"], [fixture_prompt]), io["prompt_input_ids"])
+    assert PROMPT == "cat, grass,clean, high-resolution, 8k"  # what the pipeline encodes, not a typed copy
+    assert torch.equal(tokenize(step["tokenizer"], [PROMPT]), io["prompt_input_ids"])
     assert torch.equal(tokenize(step["tokenizer"], [DEFAULT_NEGATIVE_PROMPT]), io["negative_prompt_input_ids"])
     with torch.no_grad():
-        embeds = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT, fixture_prompt])
+        embeds = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT, PROMPT])
+        batched = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT, PROMPT],
+                                 batch_size=4)  # padded to 4 rows; the padding dropped
     close(embeds, io["prompt_embeds"])
+    close(batched, io["prompt_embeds"])
+    assert batched.shape == embeds.shape
 
 
 def test_official_prompt_string():
@@ -67,7 +77,7 @@ def test_lre_start_and_schedule(step):
 def test_guided_step(step, case):
     io = step["io"]
     with torch.no_grad():
-        text = encode_prompts(step["tokenizer"], step["text_encoder"], ["cat, grass, clean, high-resolution, 8k"])
+        text = encode_prompts(step["tokenizer"], step["text_encoder"], [PROMPT])
         negative = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT])
     control = io["controlnet_cond_uint8_hwc"].permute(2, 0, 1).unsqueeze(0).float() / 255.0
     cond = TileConditioning(text, io["ram_encoder_hidden_states"], negative, control)
@@ -98,7 +108,7 @@ def test_sampling_loop_first_step_matches(step):
     """The loop itself (scale_model_input, step, generator) gives the fixture's first step."""
     io = step["io"]
     with torch.no_grad():
-        text = encode_prompts(step["tokenizer"], step["text_encoder"], ["cat, grass, clean, high-resolution, 8k"])
+        text = encode_prompts(step["tokenizer"], step["text_encoder"], [PROMPT])
         negative = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT])
     control = io["controlnet_cond_uint8_hwc"].permute(2, 0, 1).unsqueeze(0).float() / 255.0
     cond = TileConditioning(text, io["ram_encoder_hidden_states"], negative, control)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seesr_cli.errors import InternalError
 from seesr_cli.core.tiling import Box, blend_window, plan_tiles, tile_batches, tiled_map
+from seesr_cli.errors import InternalError
 
 # (height, width, tile, overlap): tiny, edge-fitting, off-by-one and awkward cases.
 PLANS = [
@@ -144,14 +144,18 @@ def test_blending_is_exact_for_a_pixelwise_model(batch, height, width, tile, ove
 
     def fn(crops, tiles):
         calls.append(list(tiles))
-        assert crops.shape[0] == batch * len(tiles) and len(tiles) <= batch_size
+        assert crops.shape[0] == batch * len(tiles) and len(tiles) == batch_size  # always one batch shape
         for k, i in enumerate(tiles):  # crops are the right tiles, tile-major
             rows, cols = boxes[i].slices
             assert torch.equal(crops[k * batch : (k + 1) * batch], x[:, :, rows, cols])
         return _pixelwise(crops, tiles)
 
     got = tiled_map(fn, x, boxes, window=window, batch_size=batch_size)
-    assert sorted(i for c in calls for i in c) == list(range(len(boxes))), "each tile runs once"
+    # Each tile runs once, except the copies that pad a partial batch: only the last tile of a batch.
+    assert sorted({i for c in calls for i in c}) == list(range(len(boxes))), "every tile runs"
+    assert all(c[: len(set(c))] == list(dict.fromkeys(c)) and set(c[len(set(c)):]) <= {c[len(set(c)) - 1]}
+               for c in calls), "padding repeats the last tile"
+    assert sum(len(set(c)) for c in calls) == len(boxes), "no tile in two batches"
     assert got.shape == (batch, 4, height, width)
     assert (got - _pixelwise(x, [0])).abs().max() < 1e-5
 
@@ -165,9 +169,27 @@ def test_single_tile_is_bit_exact_and_untouched():
         return torch.sin(crops) * 1.7
 
     for tile in (29, 64, 1000):
-        got = tiled_map(fn, x, plan_tiles(17, 29, tile, 0), window="gaussian", batch_size=4)
+        got = tiled_map(fn, x, plan_tiles(17, 29, tile, 0), window="gaussian", batch_size=1)
         assert torch.equal(got, torch.sin(x) * 1.7)
     assert all(crops is x and tiles == [0] for crops, tiles in seen)
+    seen.clear()
+    got = tiled_map(fn, x, plan_tiles(17, 29, 64, 0), batch_size=4)  # padded to the batch shape, no window
+    assert torch.equal(got, torch.sin(x) * 1.7)
+    assert [(tuple(crops.shape), tiles) for crops, tiles in seen] == [((8, 3, 17, 29), [0, 0, 0, 0])]
+
+
+def test_a_partial_batch_is_padded_and_its_padding_dropped():
+    x = torch.randn(2, 1, 8, 20)
+    boxes = plan_tiles(8, 20, 8, 2)  # 3 tiles
+    seen = []
+
+    def fn(crops, tiles):
+        seen.append(list(tiles))
+        return crops * 2
+
+    got = tiled_map(fn, x, boxes, batch_size=2)
+    assert seen == [[0, 1], [2, 2]]
+    assert torch.allclose(got, x * 2)
 
 
 @pytest.mark.parametrize("overlap", [0, 3, 7])

@@ -1,0 +1,83 @@
+"""What every stage of one image shares: progress, cancellation, timings, notes, and the
+out-of-memory retry that keeps a fallback inside the stage where it happened."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
+
+from seesr_cli.core import FALLBACK_NOTE
+from seesr_cli.core.device import empty_cache, is_out_of_memory
+from seesr_cli.errors import Cancelled, DeviceOutOfMemory
+from seesr_cli.pipeline.plan import Batching
+
+TIMED_STAGES = ("dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """stage is one of: prompts, encode, denoise, decode, colorfix."""
+
+    stage: str
+    done: int
+    total: int
+    tile: int | None = None
+    tiles: int | None = None
+
+
+@dataclass
+class StageRun:
+    """One image's run: the stages add their seconds to `timings` and their fallbacks to `notes`."""
+
+    device: torch.device
+    should_cancel: Callable[[], bool] | None = None
+    on_progress: Callable[[ProgressEvent], None] | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMED_STAGES, 0.0))
+
+    def emit(self, stage: str, done: int, total: int, tile: int | None = None, tiles: int | None = None) -> None:
+        if self.on_progress is not None:
+            self.on_progress(ProgressEvent(stage, done, total, tile, tiles))
+
+    def check(self, where: str) -> None:
+        """Raise `Cancelled` if the user asked to stop: called at every safe point."""
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled(f"stopped {where}")
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+    def retry(self, stage: str, first: Batching, attempt: Callable[[Batching], _R],
+              shrink: Callable[[Batching], Batching | None], unit: str = "tiles") -> tuple[_R, Batching]:
+        """`attempt(first)`; on out of memory, `attempt` again with `shrink`'s smaller batch or tiles,
+        each fallback noted. The stage alone is redone: what earlier stages computed is kept."""
+        option = first
+        while True:
+            try:
+                return attempt(option), option
+            except Exception as exc:  # only out-of-memory is handled; anything else is re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                smaller = shrink(option)
+                if smaller is None:
+                    raise DeviceOutOfMemory(
+                        f"out of memory in {stage} even at {option.describe(unit)}; "
+                        "try --device cpu or a smaller --scale") from exc
+            # Outside the except block: the failed attempt's frames (and tensors) are released.
+            empty_cache(self.device)
+            self.notes.append(f"{FALLBACK_NOTE}out of memory in {stage} at {option.describe(unit)}; "
+                              f"redone at {smaller.describe(unit)}")
+            option = smaller

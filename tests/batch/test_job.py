@@ -1,0 +1,116 @@
+"""One job on tiny models: the metadata contract, 16-bit through the float path, no write once stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seesr_cli.batch import Job, upscale_job
+from seesr_cli.errors import Cancelled
+from seesr_cli.io import read_metadata
+from seesr_cli.pipeline import SeeSRPipeline
+from seesr_cli.report import collect
+from seesr_cli.settings import UpscaleSettings
+
+FAST = UpscaleSettings(steps=2, process_size=64, scale=2, seed=11)
+RUN_KEYS = {"format", "seesr_cli", "torch", "diffusers", "transformers", "device", "device_name", "dtype", "threads",
+            "turbo", "tile", "overlap", "tile_batch", "vae_encoder_tile", "vae_decoder_tile", "input_size",
+            "output_size", "weights", "timings", "notes"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from more threads; on shared cores they lose a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_weight_paths):
+    return SeeSRPipeline.from_pretrained(tiny_weight_paths, device="cpu")
+
+
+def job(src: Path, out: Path, seed: int = 5) -> Job:
+    return Job(src, src.name, out, "png", seed, "run")
+
+
+def nothing_unresolved(value) -> bool:
+    if isinstance(value, dict):
+        return all(nothing_unresolved(v) for v in value.values())
+    if isinstance(value, list):
+        return all(nothing_unresolved(v) for v in value)
+    return value is not None and value != "auto"
+
+
+def test_metadata_says_what_ran(pipe, tmp_path):
+    src = tmp_path / "in" / "a.png"
+    src.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(src)
+    upscale_job(job(src, tmp_path / "out" / "a.png"), pipeline=lambda: pipe, settings=FAST, quality=95)
+    meta = read_metadata(tmp_path / "out" / "a.png")
+    assert (meta["seesr:seed"], meta["seesr:base-seed"], meta["seesr:source"]) == ("5", "11", "a.png")
+    assert meta["seesr:input"] == str(src.absolute())
+    settings = json.loads(meta["seesr:settings"])
+    assert UpscaleSettings.from_dict(settings).resolved(device="cpu").to_dict() == settings  # already resolved
+    assert [k for k, v in settings.items() if v is None] == ["tag_threshold"]  # None there: per-class thresholds
+    assert (settings["seed"], settings["tile_size"], settings["tile_overlap"], settings["tile_batch"]) == (5, 96, 16, 1)
+    run = json.loads(meta["seesr:run"])
+    assert set(run) == RUN_KEYS and nothing_unresolved(run)
+    assert (run["format"], run["device"], run["dtype"], run["turbo"]) == (2, "cpu", "fp32", False)
+    assert run["threads"] >= 1 and run["input_size"] == [30, 20] and run["output_size"] == [60, 40]
+    assert set(run["timings"]) == {"dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix"}
+    assert run["weights"] and "turbo" not in run["weights"]  # only the parts this pipeline loaded
+    assert all("@" in v or v.startswith("sha256:") for v in run["weights"].values())
+    tiles = json.loads(meta["seesr:tiles"])
+    assert tiles and all(set(t) == {"box", "tags", "prompt"} for t in tiles)
+    assert [t["prompt"] for t in tiles] == json.loads(meta["seesr:prompts"]) or len(json.loads(meta["seesr:prompts"])) == 1
+    entry = collect(tmp_path / "out")[0]  # the report package reads this contract
+    assert (entry.seed, entry.base_seed, entry.run["tile"], len(entry.tiles)) == (5, 11, 96, len(tiles))
+
+
+def test_16bit_input_gives_16bit_levels(pipe, tmp_path):
+    """A smooth 16-bit RGB ramp: each channel of the output has far more than 256 levels (8-bit data
+    written as 16 bits, x 257, has at most 256)."""
+    from seesr_cli.io.codecs import write_png16
+
+    x, y = np.linspace(0.1, 0.9, 40), np.linspace(0.0, 0.05, 24)
+    ramp = np.stack([x[None, :] + y[:, None], 0.5 * x[None, :] + 2 * y[:, None], 0.9 - x[None, :] + y[:, None]], -1)
+    src = tmp_path / "ramp16.png"
+    with open(src, "wb") as f:
+        write_png16(f, np.round(ramp * 65535).astype(np.uint16), icc=None, text={"Software": "test"}, exif=None)
+    out = tmp_path / "ramp16_x2.png"
+    upscale_job(job(src, out), pipeline=lambda: pipe, settings=FAST.with_(color_fix="wavelet"), quality=95)
+    with Image.open(out) as im:
+        assert im.size == (80, 48)
+    from seesr_cli.io import load_image
+
+    written = load_image(out)
+    assert written.bit_depth == 16 and not written.grayscale
+    levels = [len(np.unique(np.round(written.float_rgb()[..., c] * 65535))) for c in range(3)]
+    assert min(levels) > 1024, levels
+
+
+def test_stopped_after_the_last_stage_writes_nothing(pipe, tmp_path, monkeypatch):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(src)
+    stop = {"now": False}
+    real = pipe.upscale
+
+    def upscale(*args, **kwargs):
+        result = real(*args, **kwargs)
+        stop["now"] = True  # Ctrl-C right after the pipeline's last safe point
+        return result
+
+    monkeypatch.setattr(pipe, "upscale", upscale)
+    with pytest.raises(Cancelled):
+        upscale_job(job(src, tmp_path / "out.png"), pipeline=lambda: pipe, settings=FAST, quality=95,
+                    should_cancel=lambda: stop["now"])
+    assert not (tmp_path / "out.png").exists()
