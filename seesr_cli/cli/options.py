@@ -90,7 +90,7 @@ def accepting_local_weights(accept: bool, weights: Path | None, *, note: bool = 
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", rich_help_panel=_WTS, min=1, metavar="N",
     help="CPU threads for the networks (default: torch's, usually the core count). On the CPU the same "
-         "bytes need the same count; results record it (docs/CLI.md).")]
+         "bytes need the same count; results record it (`--like` reuses it).")]
 Like = Annotated[Optional[Path], typer.Option(
     "--like", rich_help_panel=_RUN, metavar="RESULT", dir_okay=False,
     help="Redo as RESULT (a seesr output) was made: its settings, dtype, tile batch, threads, and seed: "

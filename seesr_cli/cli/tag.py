@@ -50,8 +50,9 @@ def tag(
 ) -> int:
     """Print the DAPE tags of each image: what SeeSR's tagger sees (needs only the DAPE weights)."""
     settings = UpscaleSettings(scale=scale, tile_size=tile_size, tile_overlap=tile_overlap,
-                               tag_threshold=one_threshold(tag_threshold, threshold)).resolved()
-    check_tag(settings.with_(tile_overlap=tile_overlap), weights=weights, device=device)  # before DAPE loads
+                               tag_threshold=one_threshold(tag_threshold, threshold))
+    check_tag(settings, weights=weights, device=device)  # before DAPE loads; the defaults filled in after
+    settings = settings.resolved()
     with accepting_local_weights(accept_local_weights, weights):
         return _tag(images, settings, json_out=json_out, per_tile=per_tile, recursive=recursive,
                     weights=weights, device=device)

@@ -2,7 +2,8 @@
 
 Bytes go to a hidden temporary file beside the target (`.name.tmp-PID-XXXX`, permissions from
 the umask; the pid lets a cleanup tell a dead writer's leftovers from a live writer's file), are
-fsynced, then linked (no overwrite) or renamed (overwrite) into place, and the folder is fsynced. Leaf module: used by io, weights and report alike.
+fsynced, then linked (no overwrite) or renamed (overwrite) into place, and the folder is fsynced.
+Leaf module: used by io, weights and report alike.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from typing import BinaryIO
 from seesr_cli.errors import OutputExistsError, OutputWriteError, one_line
 
 
-def atomic_write(path: Path, encode: Callable[[BinaryIO], object], *, overwrite: bool) -> None:
-    """Encode into `.name.tmp-PID-XXXX` beside `path`, fsync, then move it into place; never leave a part."""
+def atomic_write(path: Path, encode: Callable[[BinaryIO], object], *, overwrite: bool, durable: bool = True) -> None:
+    """Encode into `.name.tmp-PID-XXXX` beside `path`, fsync, then move it into place; never leave a part.
+
+    `durable` False skips both fsyncs: for caches that are checked and made again when missing
+    (the report's previews), where the fsync is most of the cost."""
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     try:
@@ -29,7 +33,8 @@ def atomic_write(path: Path, encode: Callable[[BinaryIO], object], *, overwrite:
         with os.fdopen(fd, "wb") as f:
             encode(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         _publish(tmp, path, overwrite)
     except BaseException as exc:
         try:
@@ -39,7 +44,8 @@ def atomic_write(path: Path, encode: Callable[[BinaryIO], object], *, overwrite:
         if isinstance(exc, OSError):
             raise OutputWriteError(path, _os_cause(exc)) from exc
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _create_temp(path: Path) -> tuple[Path, int]:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from . import _io, store
 from . import entries as _entries
 from . import previews as _previews
-from . import store
 from ._io import SeesrError
 from .page import page_data, render
 
@@ -64,7 +64,7 @@ def record_run(out_dir: os.PathLike | str, results: Iterable, *, seconds: float 
         with store.locked(out):
             store.update_failures(out, failed, succeeded)
             store.append_run(out, run)
-    except OSError as exc:
+    except (OSError, _io.OutputWriteError) as exc:
         raise ReportError(f"{store.hidden_dir(out)}: cannot record the run: {_cause(exc)}") from exc
     if previews:
         hints = {store.input_key(o.output): o.input for o in outcomes if o.status == OK and o.output is not None}
@@ -91,7 +91,7 @@ def write_report(out_dir: os.PathLike | str, *, on_progress: Progress | None = N
         path = out / store.REPORT_NAME
         store.atomic_write_bytes(path, page.encode("utf-8"))
         _previews.prune(out, {_previews.preview_key(e) for e in results})
-    except OSError as exc:
+    except (OSError, _io.OutputWriteError) as exc:
         raise ReportError(f"{out}: cannot write the report: {_cause(exc)}") from exc
     return path
 
@@ -128,5 +128,7 @@ def _now() -> str:
     return datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
 
 
-def _cause(exc: OSError) -> str:
-    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+def _cause(exc: Exception) -> str:
+    if isinstance(exc, _io.OutputWriteError):
+        return exc.cause
+    return getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ._io import atomic_write
 
 REPORT_NAME = "seesr-report.html"
 HIDDEN_DIR = ".seesr-report"
@@ -30,26 +31,8 @@ def hidden_dir(out_dir: os.PathLike | str) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write `.name.tmp-XXXX` beside `path`, then move it into place: readers never see a part.
-
-    `durable` False skips the fsync (a fifth of the time of making previews, which are a cache
-    that is checked, and made again, when it is missing or empty).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """`data` into `path` through the one atomic write (io.atomic); `durable` False for caches."""
+    atomic_write(path, lambda f: f.write(data), overwrite=True, durable=durable)
 
 
 def read_json(path: Path, default):

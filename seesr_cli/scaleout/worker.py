@@ -36,7 +36,7 @@ class WorkerSpec:
     source: WeightsSource
     settings: UpscaleSettings
     quality: int
-    threads: int  # torch CPU threads: the worker's CPU share (recorded nowhere: results do not depend on it)
+    threads: int  # torch CPU threads: the worker's CPU share, unless --threads pins it (recorded in each result)
     mailbox: str  # the mailbox's actor name (a handle passed in would make Ray log an error at start)
 
 
