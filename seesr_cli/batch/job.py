@@ -104,4 +104,4 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     metadata = image_metadata(job, result, settings.seed)
     save_image(result.array if high_depth else result.image, loaded, job.output, fmt=job.fmt, quality=quality,
                metadata=metadata, overwrite=job.overwrite)
-    return WorkDone(tuple(result.prompts), tuple(loaded.notes) + tuple(result.notes), setup)
+    return WorkDone(tuple(result.prompts), tuple(loaded.notes) + tuple(result.notes), setup, dict(result.timings))

@@ -41,13 +41,14 @@ class JobResult:
     prompts: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     trace: str = ""  # the traceback of an unexpected failure (a bug of ours), for --debug
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage (ok results)
 
     def to_dict(self) -> dict:
         job = self.job
         return {"input": str(job.input), "output": None if job.output is None else str(job.output),
                 "status": self.status, "error": self.error or None, "seconds": round(self.seconds, 3),
                 "seed": job.seed if job.output is not None else None, "prompts": list(self.prompts),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 @dataclass
@@ -73,6 +74,7 @@ class WorkDone:
     prompts: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     setup_seconds: float = 0.0  # loading the models on first use: not this image's time
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage
 
 
 class BatchObserver(Protocol):
@@ -152,7 +154,7 @@ def _work(job: Job, work: Callable[[Job], WorkDone]) -> tuple[JobResult, float]:
         cause = f"internal error: {type(exc).__name__}: {exc}"  # reported with its trace for --debug
         return JobResult(job, FAILED, cause, seconds, trace=traceback.format_exc()), 0.0
     seconds = time.perf_counter() - start - done.setup_seconds
-    return JobResult(job, OK, "", seconds, done.prompts, done.notes), done.setup_seconds
+    return JobResult(job, OK, "", seconds, done.prompts, done.notes, timings=dict(done.timings)), done.setup_seconds
 
 
 class _Temps:

@@ -75,8 +75,11 @@ def tile_records(boxes: list[Box], geometry: Geometry, tags: list[list[str]], pr
 
 
 def run_record(*, device: torch.device, dtype: torch.dtype, turbo: bool, plan: RunPlan, geometry: Geometry,
-               weights: dict[str, str], timings: dict[str, float], notes: list[str]) -> dict:
-    """The `seesr:run` block: versions, where and how it ran, the effective tiles and batches."""
+               weights: dict[str, str], notes: list[str]) -> dict:
+    """The `seesr:run` block: versions, where and how it ran, the effective tiles and batches.
+
+    No timings: an image's bytes depend only on the image, its settings and what ran, never on how
+    long it took (the seconds per stage travel with the run's results into the report instead)."""
     return {
         "format": RUN_FORMAT,
         **library_versions(),
@@ -93,6 +96,5 @@ def run_record(*, device: torch.device, dtype: torch.dtype, turbo: bool, plan: R
         "input_size": list(geometry.lr),
         "output_size": list(geometry.out),
         "weights": dict(weights),
-        "timings": {stage: round(seconds, 4) for stage, seconds in timings.items()},
         "notes": list(notes),
     }

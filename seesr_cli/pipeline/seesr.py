@@ -40,7 +40,7 @@ class UpscaleResult:
     float32 in [0, 1] before any rounding (what a 16-bit output is quantised from).
     settings: every setting this image ran with, defaults and fallbacks resolved.
     tiles: per latent tile {"box": [left, top, width, height] in output px, "tags", "prompt"}.
-    run: what ran (the `seesr:run` record: versions, device, dtype, threads, tiles, timings, notes).
+    run: what ran (the `seesr:run` record: versions, device, dtype, threads, tiles, notes).
     """
 
     image: Image.Image
@@ -171,7 +171,7 @@ class SeeSRPipeline:
             image, array = finish(colorfix.apply(settings.color_fix, decoded.float(), control), source, geometry.out)
         run.emit("colorfix", 1, 1)
         what_ran = record.run_record(device=self.device, dtype=self.dtype, turbo=self.turbo, plan=plan,
-                                     geometry=geometry, weights=self.weights, timings=run.timings, notes=run.notes)
+                                     geometry=geometry, weights=self.weights, notes=run.notes)
         tiles = record.tile_records(boxes, geometry, prompts.tags, prompts.prompts)
         result = UpscaleResult(image, prompts.prompts, settings.seed, run.notes, dict(run.timings), array, settings,
                                tiles, what_ran)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +31,7 @@ class Outcome:
     status: str  # ok | skipped | failed
     error: str = ""
     source: str = ""
+    timings: Mapping = field(default_factory=dict)  # seconds per stage, for an ok result
 
 
 def outcome_of(result) -> Outcome:
@@ -40,11 +41,13 @@ def outcome_of(result) -> Outcome:
     job = getattr(result, "job", None)
     if job is not None:
         output = None if job.output is None else Path(job.output)
-        return Outcome(Path(job.input), output, result.status, result.error or "", getattr(job, "rel", ""))
+        return Outcome(Path(job.input), output, result.status, result.error or "", getattr(job, "rel", ""),
+                       dict(getattr(result, "timings", None) or {}))
     if isinstance(result, Mapping):
         output = result.get("output")
         return Outcome(Path(result["input"]), Path(output) if output else None, str(result["status"]),
-                       str(result.get("error") or ""), str(result.get("source") or ""))
+                       str(result.get("error") or ""), str(result.get("source") or ""),
+                       dict(result.get("timings") or {}))
     raise TypeError(f"cannot read a run outcome from {type(result).__name__}")
 
 
@@ -64,11 +67,27 @@ def record_run(out_dir: os.PathLike | str, results: Iterable, *, seconds: float 
         with store.locked(out):
             store.update_failures(out, failed, succeeded)
             store.append_run(out, run)
+            store.update_timings(out, _timings(out, outcomes))
     except (OSError, _io.OutputWriteError) as exc:
         raise ReportError(f"{store.hidden_dir(out)}: cannot record the run: {_cause(exc)}") from exc
     if previews:
         hints = {store.input_key(o.output): o.input for o in outcomes if o.status == OK and o.output is not None}
         _refresh(out, hints, set(hints), on_progress)
+
+
+def _timings(out: Path, outcomes: list[Outcome]) -> dict[str, dict]:
+    """The seconds per stage of the results written into `out`, with the file stamp they belong to."""
+    written = {}
+    for o in outcomes:
+        if o.status != OK or o.output is None or not o.timings:
+            continue
+        try:
+            st, rel = o.output.stat(), o.output.absolute().relative_to(out.absolute()).as_posix()
+        except (OSError, ValueError):  # gone meanwhile, or not below OUT
+            continue
+        written[rel] = {"mtime_ns": st.st_mtime_ns, "bytes": st.st_size,
+                        "timings": {k: round(float(v), 4) for k, v in o.timings.items()}}
+    return written
 
 
 def _failure(o: Outcome, when: str) -> dict:

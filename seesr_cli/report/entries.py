@@ -67,7 +67,7 @@ def collect(out_dir: os.PathLike | str) -> list[Entry]:
 def scan(out_dir: os.PathLike | str, cache: Mapping[str, dict]) -> tuple[list[Entry], dict[str, dict]]:
     """Results below `out_dir` and the updated metadata cache (unchanged files are not reopened)."""
     out = Path(out_dir)
-    entries, fresh = [], {}
+    entries, fresh, timings = [], {}, store.load_timings(out)
     for path in _candidates(out):
         rel = path.relative_to(out).as_posix()
         try:
@@ -80,7 +80,7 @@ def scan(out_dir: os.PathLike | str, cache: Mapping[str, dict]) -> tuple[list[En
             record = _read(path, st)
         fresh[rel] = record
         if record.get("meta") and "seesr:seed" in record["meta"]:
-            entries.append(_result(out, rel, record))
+            entries.append(_result(out, rel, record, _stamped(timings.get(rel), record)))
     entries.sort(key=lambda e: natural_key(e.rel))
     return entries, fresh
 
@@ -109,15 +109,26 @@ def _read(path: Path, st: os.stat_result) -> dict:
     return record
 
 
-def _result(out: Path, rel: str, record: dict) -> Entry:
+def _stamped(saved, record: dict) -> dict:
+    """The saved seconds per stage, if they belong to this very file (same mtime and size)."""
+    if isinstance(saved, dict) and saved.get("mtime_ns") == record.get("mtime_ns") \
+            and saved.get("bytes") == record.get("bytes") and isinstance(saved.get("timings"), dict):
+        return saved["timings"]
+    return {}
+
+
+def _result(out: Path, rel: str, record: dict, timings: Mapping | None = None) -> Entry:
     meta = record["meta"]
     size = record.get("size")
+    run = _json(meta.get("seesr:run"), dict)
+    if timings and not run.get("timings"):  # recorded beside the report by the run that wrote it
+        run = {**run, "timings": dict(timings)}
     return Entry(
         status=OK, source=meta.get("seesr:source", rel), rel=rel, output=(out / rel).absolute(),
         input=Path(meta["seesr:input"]) if meta.get("seesr:input") else None,
         seed=_int(meta.get("seesr:seed")), base_seed=_int(meta.get("seesr:base-seed")),
         prompts=tuple(str(p) for p in _json(meta.get("seesr:prompts"), list)),
-        settings=_json(meta.get("seesr:settings"), dict), run=_json(meta.get("seesr:run"), dict),
+        settings=_json(meta.get("seesr:settings"), dict), run=run,
         tiles=tuple(t for t in (_tile(t) for t in _json(meta.get("seesr:tiles"), list)) if t),
         size=tuple(size) if isinstance(size, list) and len(size) == 2 else None,
         fmt=record.get("format", ""), mtime_ns=record["mtime_ns"], bytes=record["bytes"])

@@ -4,6 +4,8 @@ Layout of OUT/.seesr-report/:
     failures.json   {input path: {"input", "source", "output", "error", "when"}}
     runs.json       [{"finished", "ok", "skipped", "failed", "seconds", "interrupted"}], newest last
     index.json      {output path relative to OUT: {"mtime_ns", "bytes", "meta", "size"}}
+    timings.json    {output path relative to OUT: {"mtime_ns", "bytes", "timings"}}: seconds per stage
+                    of the run that wrote it (not in the image: its bytes never depend on timing)
     previews/       small JPEGs (see previews.py)
 Every file is replaced atomically (temp file + os.replace); read-modify-write of the run state
 holds a lock file where the platform has `fcntl`, since several processes may end a run at once.
@@ -22,7 +24,7 @@ from ._io import atomic_write
 REPORT_NAME = "seesr-report.html"
 HIDDEN_DIR = ".seesr-report"
 PREVIEWS = "previews"
-FAILURES, RUNS, INDEX, LOCK = "failures.json", "runs.json", "index.json", "lock"
+FAILURES, RUNS, INDEX, LOCK, TIMINGS = "failures.json", "runs.json", "index.json", "lock", "timings.json"
 MAX_RUNS = 50  # runs kept in the log
 
 
@@ -96,3 +98,17 @@ def append_run(out_dir: os.PathLike | str, run: dict) -> None:
     runs = read_json(path, [])
     runs.append(run)
     write_json(path, runs[-MAX_RUNS:])
+
+
+def load_timings(out_dir: os.PathLike | str) -> dict[str, dict]:
+    return read_json(hidden_dir(out_dir) / TIMINGS, {})
+
+
+def update_timings(out_dir: os.PathLike | str, written: dict[str, dict]) -> None:
+    """Remember the seconds per stage of the results this run wrote, keyed by their path below OUT."""
+    if not written:
+        return
+    path = hidden_dir(out_dir) / TIMINGS
+    timings = read_json(path, {})
+    timings.update(written)
+    write_json(path, timings, compact=True)

@@ -19,7 +19,8 @@ from seesr_cli.settings import UpscaleSettings
 FAST = UpscaleSettings(steps=2, process_size=64, scale=2, seed=11)
 RUN_KEYS = {"format", "seesr_cli", "torch", "diffusers", "transformers", "device", "device_name", "dtype", "threads",
             "turbo", "tile", "overlap", "tile_batch", "vae_encoder_tile", "vae_decoder_tile", "input_size",
-            "output_size", "weights", "timings", "notes"}
+            "output_size", "weights", "notes"}
+STAGES = {"dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix"}
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +55,7 @@ def test_metadata_says_what_ran(pipe, tmp_path):
     src = tmp_path / "in" / "a.png"
     src.parent.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(src)
-    upscale_job(job(src, tmp_path / "out" / "a.png"), pipeline=lambda: pipe, settings=FAST, quality=95)
+    done = upscale_job(job(src, tmp_path / "out" / "a.png"), pipeline=lambda: pipe, settings=FAST, quality=95)
     meta = read_metadata(tmp_path / "out" / "a.png")
     assert (meta["seesr:seed"], meta["seesr:base-seed"], meta["seesr:source"]) == ("5", "11", "a.png")
     assert meta["seesr:input"] == str(src.absolute())
@@ -66,7 +67,7 @@ def test_metadata_says_what_ran(pipe, tmp_path):
     assert set(run) == RUN_KEYS and nothing_unresolved(run)
     assert (run["format"], run["device"], run["dtype"], run["turbo"]) == (2, "cpu", "fp32", False)
     assert run["threads"] >= 1 and run["input_size"] == [30, 20] and run["output_size"] == [60, 40]
-    assert set(run["timings"]) == {"dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix"}
+    assert set(done.timings) == STAGES and "timings" not in run  # seconds go to the report, not the file
     assert run["weights"] and "turbo" not in run["weights"]  # only the parts this pipeline loaded
     assert all("@" in v or v.startswith("sha256:") for v in run["weights"].values())
     tiles = json.loads(meta["seesr:tiles"])
@@ -114,3 +115,28 @@ def test_stopped_after_the_last_stage_writes_nothing(pipe, tmp_path, monkeypatch
         upscale_job(job(src, tmp_path / "out.png"), pipeline=lambda: pipe, settings=FAST, quality=95,
                     should_cancel=lambda: stop["now"])
     assert not (tmp_path / "out.png").exists()
+
+
+def test_two_runs_write_the_same_bytes(pipe, tmp_path):
+    """An image's bytes depend only on the image, its settings and what ran: not on timing."""
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(src)
+    for name in ("one", "two"):
+        upscale_job(job(src, tmp_path / name / "a.png"), pipeline=lambda: pipe, settings=FAST, quality=95)
+    assert (tmp_path / "one" / "a.png").read_bytes() == (tmp_path / "two" / "a.png").read_bytes()
+
+
+def test_the_report_shows_the_seconds_of_the_run_that_wrote_a_result(pipe, tmp_path):
+    from seesr_cli.batch import JobResult
+    from seesr_cli.report import record_run
+
+    src, out = tmp_path / "a.png", tmp_path / "out"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(src)
+    done = upscale_job(job(src, out / "a.png"), pipeline=lambda: pipe, settings=FAST, quality=95)
+    record_run(out, [JobResult(job(src, out / "a.png"), "ok", timings=done.timings)], previews=False)
+    assert set(collect(out)[0].run["timings"]) == STAGES
+    (out / "a.png").write_bytes((out / "a.png").read_bytes())  # rewritten: those seconds no longer belong to it
+    import os
+
+    os.utime(out / "a.png", ns=(1, 1))
+    assert "timings" not in collect(out)[0].run

@@ -51,9 +51,16 @@ def seesr(*args, env: dict, cwd: Path, timeout: float = 300) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+REPORT = ("seesr-report.html", ".seesr-report")  # the batch report: about the run, not an image
+
+
+def images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name not in REPORT)
+
+
 def same_bytes(a: Path, b: Path) -> bool:
-    names = sorted(p.name for p in a.iterdir())
-    return names == sorted(p.name for p in b.iterdir()) and all(
+    names = [p.name for p in images(a)]
+    return names == [p.name for p in images(b)] and all(
         (a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
@@ -195,7 +202,7 @@ def test_devices_ctrl_c_then_a_two_node_rerun_that_loses_a_worker(baseline, env,
     assert "stopping after the current step; the image in progress is not written (Ctrl-C again to stop now)" in stderr
     assert re.search(r"interrupted after \d of 6 images: re-run the same command to resume", stderr), stderr
     assert not stray_lines(stderr, OUR_LINES), stderr
-    before = {p.name: p.stat().st_mtime_ns for p in (baseline / "ray").iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in images(baseline / "ray")}
     assert 1 <= len(before) < 6 and all(name.startswith("img") for name in before)  # no temp, no token left
 
     proc = subprocess.Popen([*args, "--json", "--ray", "auto"], env={**env, "RAY_ADDRESS": cluster.address},
@@ -222,7 +229,7 @@ def test_devices_ctrl_c_then_a_two_node_rerun_that_loses_a_worker(baseline, env,
     [died] = [line for line in stderr.splitlines() if " died while on " in line]
     assert f"(pid {killed} on " in died and "goes to the next free worker (try 2 of 3)" in died
     assert not stray_lines(stderr, OUR_LINES), stderr
-    after = {p.name: p.stat().st_mtime_ns for p in (baseline / "ray").iterdir()}
+    after = {p.name: p.stat().st_mtime_ns for p in images(baseline / "ray")}
     assert {name: after[name] for name in before} == before  # nothing redone
     assert same_bytes(baseline / "one", baseline / "ray")
     assert not [p for p in baseline.rglob("*") if ".tmp" in p.name or ".seesr-ray" in p.name]
