@@ -47,6 +47,7 @@ class BatchProgress:
         self._image: TaskID | None = None
         self._label = ""  # the current image's name; a phase ("loading models") shows only until it ends
         self._runs_done = 0
+        self._group: list[str] = []  # the images under way (several with --group)
         self._passes = 0  # denoise tile passes of the current image
         self._seen_weights: set[tuple[str, str]] = set()
         self._weights_tasks: dict[tuple[str, str], TaskID] = {}
@@ -96,13 +97,21 @@ class BatchProgress:
     # -- batch.BatchObserver --------------------------------------------------------------------
 
     def job_started(self, job: Job, index: int, total: int) -> None:
+        """Images of a group (`--group`) all start before the first finishes: the bar names the
+        first and counts the others; the group's progress is one bar."""
+        if job.action != RUN:
+            return
         self._passes = 0
-        if self._progress is not None and job.action == RUN:
-            self._label = str(job.input)
+        self._group.append(str(job.input))
+        if self._progress is not None:
+            more = len(self._group) - 1
+            self._label = self._group[0] + (f" (+{more} in its group)" if more else "")
             self._ensure_image_task(self._label)
 
     def job_finished(self, result: JobResult, index: int, total: int) -> None:
         job = result.job
+        if str(job.input) in self._group:
+            self._group.remove(str(job.input))
         if result.status == FAILED:
             error_line(self.console, str(job.input), result.error)
             if self.debug and result.trace:
@@ -126,7 +135,10 @@ class BatchProgress:
     # -- pipeline.ProgressEvent -----------------------------------------------------------------
 
     def pipeline_event(self, event) -> None:
-        """Stages: prompts, encode, denoise (steps x tiles), decode, colorfix."""
+        """Stages: prompts, encode, denoise (steps x tiles), decode, colorfix; compile (--compile: the
+        first tiles of each shape, shown with its detail, and as a line in a log)."""
+        if event.stage == "compile" and event.detail and self._progress is None and not self.quiet:
+            note_line(self.console, event.detail)
         if self._progress is None or self._image is None:
             return
         label = {"description": self._label} if self._label else {}  # the loading phase is over
@@ -136,7 +148,8 @@ class BatchProgress:
             self._progress.update(self._image, total=total, completed=done, detail=detail, **label)
             self._advance_batch(done / total)
         else:
-            self._progress.update(self._image, detail=_STAGES.get(event.stage, event.stage), **label)
+            detail = event.detail if event.stage == "compile" and event.detail else _STAGES.get(event.stage, event.stage)
+            self._progress.update(self._image, detail=detail, **label)
 
     # -- weights.WeightsEvent -------------------------------------------------------------------
 

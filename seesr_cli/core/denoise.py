@@ -11,8 +11,8 @@ step, their tiles sharing forwards, each image stepped by its own scheduler.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 

@@ -40,6 +40,7 @@ class Finished:
     prompts: Prompts
     notes: list[str]
     timings: dict[str, float]
+    dtype: torch.dtype  # what the networks ran in (fp32 for a rerun)
 
 
 def run_group(pipe, sources: list[SourceImage], settings: list[UpscaleSettings], run: StageRun) -> list[Finished]:
@@ -78,13 +79,13 @@ def run_group(pipe, sources: list[SourceImage], settings: list[UpscaleSettings],
                 image, array = finish(fixed, source, geometries[i].out)
             run.emit("colorfix", 1, 1)
         out.append(Finished(image, array, image_settings, image_plan, geometries[i], boxes[i], prompts[i],
-                            run.notes[i], dict(run.timings[i])))
+                            run.notes[i], dict(run.timings[i]), pipe.dtype))
     return out
 
 
 def run_record(pipe, done: Finished) -> dict:
     """The `seesr:run` record of a finished image."""
-    return record.run_record(device=pipe.device, dtype=pipe.dtype, turbo=pipe.turbo, plan=done.plan,
+    return record.run_record(device=pipe.device, dtype=done.dtype, turbo=pipe.turbo, plan=done.plan,
                              geometry=done.geometry, weights=pipe.weights, notes=done.notes)
 
 
