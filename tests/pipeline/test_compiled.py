@@ -12,10 +12,10 @@ from seesr_cli.pipeline import SeeSRPipeline
 from seesr_cli.settings import UpscaleSettings
 
 # Latent tiles of 16: inputs 24x16 (latent 12x8: one tile of its own shape), 40x24 (tiles 12 high),
-# and three sizes of 16x16 tiles only. Three shapes in all, at batch 1 (the CPU's).
+# and two sizes of 16x16 tiles only. Three shapes in all, at batch 1 (the CPU's).
 FAST = {"steps": 2, "process_size": 64, "tile_size": 16, "tile_overlap": 4, "vae_encoder_tile": 128,
         "vae_decoder_tile": 16}
-SIZES = [(64, 40), (24, 16), (120, 80), (40, 24), (96, 64), (64, 48)]
+SIZES = [(64, 40), (24, 16), (40, 24), (96, 64)]
 
 
 def noisy(width: int, height: int, seed: int) -> Image.Image:
