@@ -79,6 +79,9 @@ class WorkDone:
 
 
 class BatchObserver(Protocol):
+    """Told of each job as it starts and finishes. An observer may also have
+    `group_started(jobs)`, called after the `job_started` of the jobs of a group (`run_jobs(group=...)`)."""
+
     def job_started(self, job: Job, index: int, total: int) -> None: ...
 
     def job_finished(self, result: JobResult, index: int, total: int) -> None: ...
@@ -110,6 +113,8 @@ def run_jobs(jobs: Sequence[Job], work: Callable[[Job], WorkDone], *, observer: 
         if observer is not None:
             for index, job in chunk:
                 observer.job_started(job, index, total)
+            if len(chunk) > 1 and hasattr(observer, "group_started"):
+                observer.group_started([job for _, job in chunk])
         try:
             if len(chunk) == 1:
                 outcomes = [run_one(chunk[0][1], work, temps)]

@@ -47,7 +47,6 @@ class BatchProgress:
         self._image: TaskID | None = None
         self._label = ""  # the current image's name; a phase ("loading models") shows only until it ends
         self._runs_done = 0
-        self._group: list[str] = []  # the images under way (several with --group)
         self._passes = 0  # denoise tile passes of the current image
         self._seen_weights: set[tuple[str, str]] = set()
         self._weights_tasks: dict[tuple[str, str], TaskID] = {}
@@ -97,21 +96,21 @@ class BatchProgress:
     # -- batch.BatchObserver --------------------------------------------------------------------
 
     def job_started(self, job: Job, index: int, total: int) -> None:
-        """Images of a group (`--group`) all start before the first finishes: the bar names the
-        first and counts the others; the group's progress is one bar."""
-        if job.action != RUN:
-            return
         self._passes = 0
-        self._group.append(str(job.input))
-        if self._progress is not None:
-            more = len(self._group) - 1
-            self._label = self._group[0] + (f" (+{more} in its group)" if more else "")
+        if self._progress is not None and job.action == RUN:
+            self._label = str(job.input)
+            self._ensure_image_task(self._label)
+
+    def group_started(self, jobs: Sequence[Job]) -> None:
+        """Images that run as one group (`--group`), after each one's `job_started`: one bar for the
+        group's work, named after its first image with a count of the others."""
+        runs = [job for job in jobs if job.action == RUN]
+        if self._progress is not None and len(runs) > 1:
+            self._label = f"{runs[0].input} (+{len(runs) - 1} in its group)"
             self._ensure_image_task(self._label)
 
     def job_finished(self, result: JobResult, index: int, total: int) -> None:
         job = result.job
-        if str(job.input) in self._group:
-            self._group.remove(str(job.input))
         if result.status == FAILED:
             error_line(self.console, str(job.input), result.error)
             if self.debug and result.trace:
