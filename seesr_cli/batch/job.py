@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +77,18 @@ def image_metadata(job: Job, result, base_seed: int) -> dict[str, str]:
     }
 
 
+def _load_pipeline(pipeline: Callable[[], object]) -> tuple[object, float]:
+    """The pipeline and the seconds its first use took to load it."""
+    start = time.perf_counter()
+    try:
+        pipe = pipeline()
+    except (SeesrError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever breaks loading (install, driver) breaks every image
+        raise ModelLoadError(f"cannot load the models: {type(exc).__name__}: {exc}") from exc
+    return pipe, time.perf_counter() - start
+
+
 def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: int,
                 on_progress=None, should_cancel=None) -> WorkDone:
     """Load one input, upscale it with its own seed, write the result with its metadata.
@@ -85,24 +97,59 @@ def upscale_job(job: Job, *, pipeline: Callable[[], object], settings, quality: 
     the models. A 16-bit source reaches the model as floats and its float result is quantised
     once, to the output's depth. Cancelled (in any stage, or just before writing): nothing is written.
     """
-    from seesr_cli.io import load_image, save_image
+    from seesr_cli.io import load_image
 
     loaded = load_image(job.input)
-    start = time.perf_counter()
-    try:
-        pipe = pipeline()
-    except (SeesrError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever breaks loading (install, driver) breaks every image
-        raise ModelLoadError(f"cannot load the models: {type(exc).__name__}: {exc}") from exc
-    setup = time.perf_counter() - start
-    high_depth = loaded.rgb_float is not None
-    source = loaded.float_rgb() if high_depth else loaded.rgb
-    result = pipe.upscale(source, settings.with_(seed=job.seed), on_progress=on_progress,
+    pipe, setup = _load_pipeline(pipeline)
+    result = pipe.upscale(_source(loaded), settings.with_(seed=job.seed), on_progress=on_progress,
                           should_cancel=should_cancel)
     if should_cancel is not None and should_cancel():
         raise Cancelled("stopped before writing the result")
+    return _write(job, loaded, result, settings, quality, setup)
+
+
+def upscale_jobs(jobs: Sequence[Job], *, pipeline: Callable[[], object], settings, quality: int,
+                 on_progress=None, should_cancel=None) -> list[WorkDone | Exception]:
+    """`upscale_job` for a group: the images that load go through `SeeSRPipeline.upscale_many`
+    together (their tiles sharing forwards; each image's bytes what they are alone), then each is
+    written on its own. Each entry is that image's work or the exception that failed it (a file
+    that does not load, a result that cannot be written). Cancelled: nothing is written."""
+    from seesr_cli.io import load_image
+
+    out: list[WorkDone | Exception | None] = [None] * len(jobs)
+    loaded = {}
+    for i, job in enumerate(jobs):
+        try:
+            loaded[i] = load_image(job.input)
+        except (SeesrError, OSError, ValueError) as exc:  # that image's failure, with its traceback
+            out[i] = exc
+    if loaded:
+        pipe, setup = _load_pipeline(pipeline)
+        results = pipe.upscale_many([_source(image) for image in loaded.values()],
+                                    [settings.with_(seed=jobs[i].seed) for i in loaded],
+                                    on_progress=on_progress, should_cancel=should_cancel)
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("stopped before writing the results")
+        for i, result in zip(loaded, results):
+            if isinstance(result, Exception):
+                out[i] = result
+                continue
+            try:
+                out[i] = _write(jobs[i], loaded[i], result, settings, quality, setup)
+                setup = 0.0  # the models loaded once, on the first image's way
+            except Exception as exc:  # noqa: BLE001 - that image alone (trace kept): its group-mates are written
+                out[i] = exc
+    return out
+
+
+def _source(loaded):
+    return loaded.float_rgb() if loaded.rgb_float is not None else loaded.rgb
+
+
+def _write(job: Job, loaded, result, settings, quality: int, setup: float) -> WorkDone:
+    from seesr_cli.io import save_image
+
     metadata = image_metadata(job, result, settings.seed)
-    save_image(result.array if high_depth else result.image, loaded, job.output, fmt=job.fmt, quality=quality,
-               metadata=metadata, overwrite=job.overwrite)
+    save_image(result.array if loaded.rgb_float is not None else result.image, loaded, job.output, fmt=job.fmt,
+               quality=quality, metadata=metadata, overwrite=job.overwrite)
     return WorkDone(tuple(result.prompts), tuple(loaded.notes) + tuple(result.notes), setup, dict(result.timings))

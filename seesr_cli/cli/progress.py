@@ -101,6 +101,14 @@ class BatchProgress:
             self._label = str(job.input)
             self._ensure_image_task(self._label)
 
+    def group_started(self, jobs: Sequence[Job]) -> None:
+        """Images that run as one group (`--group`), after each one's `job_started`: one bar for the
+        group's work, named after its first image with a count of the others."""
+        runs = [job for job in jobs if job.action == RUN]
+        if self._progress is not None and len(runs) > 1:
+            self._label = f"{runs[0].input} (+{len(runs) - 1} in its group)"
+            self._ensure_image_task(self._label)
+
     def job_finished(self, result: JobResult, index: int, total: int) -> None:
         job = result.job
         if result.status == FAILED:
@@ -126,7 +134,10 @@ class BatchProgress:
     # -- pipeline.ProgressEvent -----------------------------------------------------------------
 
     def pipeline_event(self, event) -> None:
-        """Stages: prompts, encode, denoise (steps x tiles), decode, colorfix."""
+        """Stages: prompts, encode, denoise (steps x tiles), decode, colorfix; compile (--compile: the
+        first tiles of each shape, shown with its detail, and as a line in a log)."""
+        if event.stage == "compile" and event.detail and self._progress is None and not self.quiet:
+            note_line(self.console, event.detail)
         if self._progress is None or self._image is None:
             return
         label = {"description": self._label} if self._label else {}  # the loading phase is over
@@ -136,7 +147,8 @@ class BatchProgress:
             self._progress.update(self._image, total=total, completed=done, detail=detail, **label)
             self._advance_batch(done / total)
         else:
-            self._progress.update(self._image, detail=_STAGES.get(event.stage, event.stage), **label)
+            detail = event.detail if event.stage == "compile" and event.detail else _STAGES.get(event.stage, event.stage)
+            self._progress.update(self._image, detail=detail, **label)
 
     # -- weights.WeightsEvent -------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path, PurePath
 
 from rich.console import Console
 
-from seesr_cli.batch import FAIL, BatchReport, Job, JobResult, PipelineLoader, run_jobs, upscale_job
+from seesr_cli.batch import FAIL, RUN, BatchReport, Job, JobResult, PipelineLoader, run_jobs, upscale_job, upscale_jobs
 from seesr_cli.cli.app import print_json
 from seesr_cli.cli.errors import BUG_HINT, RESUME_HINT
 from seesr_cli.cli.progress import BatchProgress, counting
@@ -19,7 +19,7 @@ from seesr_cli.cli.scale import run_on_ray
 from seesr_cli.cli.signals import cancel_on_signals, check_after, stop_verifying
 from seesr_cli.cli.tables import note_line, plan_table, summary_table, table_console
 from seesr_cli.core import FALLBACK_NOTE
-from seesr_cli.settings import UpscaleSettings
+from seesr_cli.settings import DEVICE_BATCH, UpscaleSettings
 
 
 def show_plan(jobs, json_out: bool) -> int:
@@ -34,10 +34,11 @@ def show_plan(jobs, json_out: bool) -> int:
 
 def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality: int, *,
                  json_out: bool, quiet: bool, debug: bool = False, reports: Sequence[Path] = (),
-                 ray=None) -> int:
+                 ray=None, group: int | None = None) -> int:
     """Run the jobs with live progress; the HTML report in each folder of `reports` (`report_folders`),
     summary, JSON and exit code. `ray` (a scaleout.RayPlan from --devices / --ray): on Ray's workers
-    instead of this process (cli/scale.py)."""
+    instead of this process (cli/scale.py). `group` (--group): images per pipeline run here
+    (`group_size`)."""
     err = Console(stderr=True)
     if ray is not None:
         outcome = run_on_ray(ray, jobs, loader, settings, quality, quiet=quiet, debug=debug)
@@ -49,7 +50,10 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
             pipeline = partial(check_after, loader, cancelled)  # a stop during loading: no image is started
             work = partial(upscale_job, pipeline=pipeline, settings=settings, quality=quality,
                            on_progress=view.pipeline_event, should_cancel=cancelled)
-            outcome = run_jobs(jobs, work, observer=view, should_cancel=cancelled)
+            work_many = partial(upscale_jobs, pipeline=pipeline, settings=settings, quality=quality,
+                                on_progress=view.pipeline_event, should_cancel=cancelled)
+            outcome = run_jobs(jobs, work, observer=view, should_cancel=cancelled, work_many=work_many,
+                               group=group_size(group, settings, loader.load, jobs))
         outcome.setup_seconds = max(outcome.setup_seconds, loader.load_seconds)  # also when every image failed
     pages = write_reports(reports, outcome, err, quiet=quiet, debug=debug)
     if json_out:
@@ -67,6 +71,18 @@ def run_upscale(jobs, loader: PipelineLoader, settings: UpscaleSettings, quality
     if outcome.interrupted:
         note_line(err, f"interrupted after {len(outcome.results)} of {len(jobs)} images: {RESUME_HINT}")
     return outcome.exit_code
+
+
+def group_size(group: int | None, settings: UpscaleSettings, load, jobs: Sequence[Job]) -> int:
+    """Images per pipeline run: --group, else the tile batch (--tile-batch, else the device kind's:
+    a group of one-tile images then fills one forward). 1 when at most one image runs."""
+    if group is not None or sum(job.action == RUN for job in jobs) < 2:
+        return group or 1
+    if settings.tile_batch is not None:
+        return settings.tile_batch
+    from seesr_cli.core.device import resolve_device
+
+    return DEVICE_BATCH.get(resolve_device(load.device).type, 1)
 
 
 def report_folders(jobs: Sequence[Job], out: Path | None) -> list[Path]:

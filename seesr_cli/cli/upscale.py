@@ -43,6 +43,7 @@ from seesr_cli.cli.run import report_folders, run_upscale, show_plan
 from seesr_cli.cli.scale import parse_ray_options
 from seesr_cli.cli.tables import note_line
 from seesr_cli.cli.validate import check_device, check_upscale
+from seesr_cli.errors import UsageError
 from seesr_cli.settings import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, LoadOptions, UpscaleSettings
 
 
@@ -116,6 +117,11 @@ def upscale(
         "--compile", rich_help_panel=_WTS,
         help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
              "one-off compile of about 1-2 minutes; for batches.")] = False,
+    group: Annotated[Optional[int], typer.Option(
+        "--group", rich_help_panel=_WTS, min=1, metavar="N",
+        help="Up to N images go through the networks together, their tiles sharing each forward (small "
+             "images fill a GPU batch); every image's bytes and metadata are what it gets alone. Default: "
+             "the tile batch (cpu 1, cuda 8, mps 2). Not with --devices / --ray.")] = None,
     weights: Weights = None,
     accept_local_weights: AcceptLocal = False,
     sd2_repo: Sd2Repo = None,
@@ -137,6 +143,8 @@ def upscale(
     check_upscale(settings, load, weights=weights)  # before any work
     local_weights_folder(accept_local_weights, weights)  # a usage error without a folder, before any work
     scale_out = parse_ray_options(devices, ray, load.device)  # None: this process
+    if group is not None and scale_out is not None:
+        raise UsageError("--group is for a run in this process; Ray's workers take one image at a time")
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
     if record is not None:
@@ -153,5 +161,5 @@ def upscale(
     loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo, accept_local=accept_local)
     return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet,
                        debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output),
-                       ray=scale_out)
+                       ray=scale_out, group=group)
 

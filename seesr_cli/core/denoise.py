@@ -3,22 +3,25 @@
 One contract (after k-diffusion): a predictor is `predict(latents, t) -> noise`.
 `GuidedDenoiser` is ControlNet + UNet with classifier-free guidance on a batch of
 latent tiles; `tiled_predictor` wraps it so the whole latent is predicted by
-blending overlapping tiles. The loop never knows whether it is tiled.
+blending overlapping tiles. The loop never knows whether it is tiled. A group of
+images runs in lockstep (`sample_many`): one prediction of all their latents per
+step, their tiles sharing forwards, each image stepped by its own scheduler.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from seesr_cli.core.geometry import LATENT_FACTOR
-from seesr_cli.core.tiling import DEFAULT_WINDOW, Box, tiled_map
-from seesr_cli.errors import Cancelled
+from seesr_cli.core.tiling import DEFAULT_WINDOW, Box, Tile, tiled_map_many
+from seesr_cli.errors import Cancelled, InternalError
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ManyPredictor = Callable[[list[torch.Tensor], torch.Tensor], list[torch.Tensor]]  # a group's latents
 
 
 @dataclass(frozen=True)
@@ -63,45 +66,56 @@ def controlled_noise(unet, controlnet, sample, t, text, image, control, conditio
 
 
 class GuidedDenoiser:
-    """ControlNet + UNet noise prediction with classifier-free guidance in one batch."""
+    """ControlNet + UNet noise prediction with classifier-free guidance in one batch.
 
-    def __init__(self, unet, controlnet, cond: TileConditioning, *, guidance: float, conditioning_scale: float,
-                 forward: Callable = controlled_noise):
+    `cond` is one image's conditioning, or one per image of a group: a batch's tiles are then
+    (image, tile) pairs and may come from different images (same guidance for all)."""
+
+    def __init__(self, unet, controlnet, cond: TileConditioning | Sequence[TileConditioning], *, guidance: float,
+                 conditioning_scale: float, forward: Callable = controlled_noise):
         self.unet = unet
         self.controlnet = controlnet
-        self.cond = cond
+        self.conds = [cond] if isinstance(cond, TileConditioning) else list(cond)
+        if len({c.negative_embeds is None for c in self.conds}) > 1:
+            raise InternalError("the images of one denoiser must all use guidance, or none")
+        self.cond = self.conds[0]
+        self.guided = self.cond.negative_embeds is not None
         self.guidance = guidance
         self.conditioning_scale = conditioning_scale
         self.dtype = unet.dtype
         self.forward = forward
-        self._embeds: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._embeds: dict[tuple[Tile, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _batch_embeds(self, tiles: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch_embeds(self, tiles: list[Tile]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text and DAPE states of a tile batch, both CFG branches stacked: built once, reused every step."""
         key = tuple(tiles)
         if key not in self._embeds:
-            cond = self.cond
-            rows = cond.rows(tiles)
-            text, image = cond.prompt_embeds[rows], cond.image_embeds[rows]
-            if cond.negative_embeds is not None:
+            rows = [(self.conds[image], self.conds[image].rows([tile])) for image, tile in tiles]
+            text = torch.cat([cond.prompt_embeds[r] for cond, r in rows])
+            image = torch.cat([cond.image_embeds[r] for cond, r in rows])
+            if self.guided:
                 # Unconditional branch first, as the official pipeline orders it; the soft
                 # prompt is the same for both branches.
-                text = torch.cat([cond.negative_embeds.expand(len(tiles), -1, -1), text])
+                negative = torch.cat([cond.negative_embeds.expand(len(r), -1, -1) for cond, r in rows])
+                text = torch.cat([negative, text])
                 image = torch.cat([image, image])
             self._embeds[key] = (text, image)
         return self._embeds[key]
 
-    def __call__(self, latents: torch.Tensor, t: torch.Tensor, boxes: list[Box], tiles: list[int]) -> torch.Tensor:
-        """Guided noise for a batch of latent crops (N x 4 x h x w), float32 out."""
-        text, image = self._batch_embeds(tiles)
-        control = torch.cat([_crop(self.cond.control, box.scaled(LATENT_FACTOR)) for box in boxes])
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, boxes: list[Box],
+                 tiles: Sequence[int] | Sequence[Tile]) -> torch.Tensor:
+        """Guided noise for a batch of latent crops (N x 4 x h x w), float32 out. `tiles`: tile
+        indices of the (first) image, or (image, tile) pairs."""
+        pairs = [(0, tile) if isinstance(tile, int) else tuple(tile) for tile in tiles]
+        text, image = self._batch_embeds(pairs)
+        control = torch.cat([_crop(self.conds[i].control, box.scaled(LATENT_FACTOR)) for (i, _), box in zip(pairs, boxes)])
         sample = latents.to(self.dtype)
-        if self.cond.negative_embeds is not None:
+        if self.guided:
             control = torch.cat([control, control])
             sample = torch.cat([sample, sample])
         noise = self.forward(self.unet, self.controlnet, sample, t, text, image, control.to(self.dtype),
                              self.conditioning_scale).float()
-        if self.cond.negative_embeds is None:
+        if not self.guided:
             return noise
         uncond, text_cond = noise.chunk(2)
         return uncond + self.guidance * (text_cond - uncond)
@@ -120,20 +134,36 @@ def tiled_predictor(
 
     Every forward runs `batch_size` tiles (a partial batch padded: `tiling.tiled_map`);
     `should_cancel` is asked before each of them."""
+    many = tiled_predictor_many(denoiser, [boxes], batch_size=batch_size, windows=window, on_tile=on_tile,
+                                should_cancel=should_cancel)
+    return lambda latents, t: many([latents], t)[0]
+
+
+def tiled_predictor_many(
+    denoiser: GuidedDenoiser,
+    boxes: Sequence[list[Box]],
+    *,
+    batch_size: int,
+    windows: str | Sequence[str] = DEFAULT_WINDOW,
+    on_tile: Callable[[int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ManyPredictor:
+    """`tiled_predictor` for the images of a group (`boxes[i]`: image i's latent tiles): their
+    tiles share the forwards (`tiling.tiled_map_many`), each image's prediction blended alone."""
 
     def run_batch(t: torch.Tensor):
-        def fn(crops: torch.Tensor, tiles: list[int]) -> torch.Tensor:
+        def fn(crops: torch.Tensor, tiles: list[Tile]) -> torch.Tensor:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("stopped between tile batches")
-            noise = denoiser(crops, t, [boxes[i] for i in tiles], tiles)
+            noise = denoiser(crops, t, [boxes[i][k] for i, k in tiles], tiles)
             if on_tile is not None:
                 on_tile(len(set(tiles)))  # padding repeats the last tile: count each once
             return noise
 
         return fn
 
-    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return tiled_map(run_batch(t), latents, boxes, window=window, batch_size=batch_size)
+    def predict(latents: list[torch.Tensor], t: torch.Tensor) -> list[torch.Tensor]:
+        return tiled_map_many(run_batch(t), latents, boxes, windows=windows, batch_size=batch_size)
 
     return predict
 
@@ -159,14 +189,31 @@ def sample(
     should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Run the sampler from `latents` over `timesteps`; latents stay float32."""
-    extra = _step_kwargs(scheduler, generator)
-    latents = latents.float()
+    return sample_many(lambda xs, t: [predict(xs[0], t)], [scheduler], timesteps, [latents], generators=[generator],
+                       on_step=on_step, should_cancel=should_cancel)[0]
+
+
+def sample_many(
+    predict: ManyPredictor,
+    schedulers: Sequence,
+    timesteps: torch.Tensor,
+    latents: Sequence[torch.Tensor],
+    *,
+    generators: Sequence[torch.Generator | None],
+    on_step: Callable[[int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[torch.Tensor]:
+    """`sample` for a group in lockstep: one prediction of all latents per step, then each image's
+    own scheduler steps it with its own generator (so its noise is what it draws alone)."""
+    extras = [_step_kwargs(scheduler, generator) for scheduler, generator in zip(schedulers, generators)]
+    latents = [x.float() for x in latents]
     for i, t in enumerate(timesteps):
         if should_cancel is not None and should_cancel():
             raise Cancelled("stopped between denoising steps")
-        model_input = scheduler.scale_model_input(latents, t)
-        noise = predict(model_input, t)
-        latents = scheduler.step(noise, t, latents, return_dict=False, **extra)[0]
+        inputs = [scheduler.scale_model_input(x, t) for scheduler, x in zip(schedulers, latents)]
+        noises = predict(inputs, t)
+        latents = [scheduler.step(noise, t, x, return_dict=False, **extra)[0]
+                   for scheduler, noise, x, extra in zip(schedulers, noises, latents, extras)]
         if on_step is not None:
             on_step(i + 1)
     return latents

@@ -4,7 +4,8 @@
 runs any per-tile function (the latent noise predictor, the VAE encoder or
 decoder) over overlapping tiles and blends the results with a window,
 normalised by the summed weights, so memory is the output buffer, one weight
-plane and one batch of tiles.
+plane and one batch of tiles. `tiled_map_many` does it for several inputs at once,
+their tiles sharing calls (images of a group filling one batch).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _GAUSSIAN_VARIANCE = 0.01  # of the tile size, as the official `_gaussian_weight
 
 Scale = int | float | Fraction
 TileFn = Callable[[torch.Tensor, list[int]], torch.Tensor]
+Tile = tuple[int, int]  # (input, tile index) in `tiled_map_many`
+ManyTileFn = Callable[[torch.Tensor, list[Tile]], torch.Tensor]
 
 
 def as_fraction(scale: Scale) -> Fraction:
@@ -199,45 +202,112 @@ def tiled_map(
     with batch_size 1, fn(x, [0]) untouched and bit-exact.
     `out_channels`, when given, is checked against what fn returns.
     """
-    if window not in WINDOWS:
-        raise InternalError(f"blend window must be one of {', '.join(WINDOWS)}; got {window!r}")
-    height, width = x.shape[-2:]
+    def one(crops: torch.Tensor, tiles: list[Tile]) -> torch.Tensor:
+        return fn(crops, [index for _, index in tiles])
+
+    return tiled_map_many(one, [x], [boxes], scale=scale, windows=window, batch_size=batch_size,
+                          out_channels=out_channels, out_device=out_device)[0]
+
+
+def tiled_map_many(
+    fn: ManyTileFn,
+    xs: Sequence[torch.Tensor],
+    boxes: Sequence[Sequence[Box]],
+    *,
+    scale: Scale = 1,
+    windows: str | Sequence[str] = DEFAULT_WINDOW,
+    batch_size: int = 1,
+    out_channels: int | None = None,
+    out_device: torch.device | str | None = None,
+) -> list[torch.Tensor]:
+    """`tiled_map` of several inputs at once (`boxes[i]` tiles `xs[i]`), their tiles sharing calls.
+
+    The tiles of all inputs are grouped by shape (first seen, input by input) and cut into calls
+    of exactly `batch_size` tiles, so the tiles of small inputs fill a batch together;
+    `fn(crops, tiles)` names each tile as (input, index). Each input's output is blended in its
+    own tile order, the one `tiled_map` of it alone uses: where a row of fn's output does not
+    depend on its batch-mates (one batch shape), each output is bit-identical to the input's alone.
+    Every input has the same B; `windows` is one blend window or one per input.
+    """
+    names = [windows] * len(xs) if isinstance(windows, str) else list(windows)
+    for name in names:
+        if name not in WINDOWS:
+            raise InternalError(f"blend window must be one of {', '.join(WINDOWS)}; got {name!r}")
+    if len(names) != len(xs) or len(boxes) != len(xs) or len({x.shape[0] for x in xs}) > 1:
+        raise InternalError("tiled_map_many needs one box list and window per input, and one B for all inputs")
     factor = as_fraction(scale)
-    full = Box(0, 0, height, width)
-    out_full = full.scaled(factor)
-    _check_boxes(tuple(boxes), height, width)
-    batches = tile_batches(boxes, batch_size)
-    if len(boxes) == 1 and boxes[0] == full:
-        out = _padded_call(fn, [x], [0], batch_size)
-        _check_output(out, x.shape[0], full, out_full, out_channels)
-        return out.to(device=out_device or out.device, dtype=torch.promote_types(out.dtype, torch.float32))
-
-    batch = x.shape[0]
-    device = torch.device(out_device) if out_device is not None else x.device
-    acc: torch.Tensor | None = None
-    weights = torch.zeros(out_full.height, out_full.width, device=device, dtype=torch.float32)
-    for tiles in batches:
-        first = boxes[tiles[0]]
-        crops = [x[:, :, rows, cols] for rows, cols in (boxes[i].slices for i in tiles)]
-        out = _padded_call(fn, crops, tiles, batch_size)
-        _check_output(out, batch * len(tiles), first, first.scaled(factor), out_channels)
-        if acc is None:
-            dtype = torch.promote_types(out.dtype, torch.float32)
-            acc = torch.zeros(batch, out.shape[1], out_full.height, out_full.width, device=device, dtype=dtype)
-            weights = weights.to(dtype)
-        out = out.to(device=device, dtype=acc.dtype)
-        for k, index in enumerate(tiles):
-            box = boxes[index].scaled(factor)
-            win = _cached_window(box.height, box.width, window, device, acc.dtype)
-            rows, cols = box.slices
-            acc[:, :, rows, cols].addcmul_(out[k * batch : (k + 1) * batch], win)
-            weights[rows, cols] += win
-        del out
-    assert acc is not None  # boxes is non-empty (checked)
-    return acc.div_(weights)
+    blends = [_Blend(x, tuple(b), factor, name, out_device) for x, b, name in zip(xs, boxes, names)]
+    by_shape: dict[tuple[int, int], list[Tile]] = {}
+    for i, blend in enumerate(blends):
+        for index in blend.order:
+            box = blend.boxes[index]
+            by_shape.setdefault((box.height, box.width), []).append((i, index))
+    rows = xs[0].shape[0] if xs else 0
+    for group in by_shape.values():
+        for first in range(0, len(group), batch_size):
+            tiles = group[first : first + batch_size]
+            out = _padded_call(fn, [blends[i].crop(index) for i, index in tiles], tiles, batch_size)
+            box = blends[tiles[0][0]].boxes[tiles[0][1]]
+            _check_output(out, rows * len(tiles), box, box.scaled(factor), out_channels)
+            for k, (i, index) in enumerate(tiles):
+                blends[i].add(index, out[k * rows : (k + 1) * rows])
+            del out
+    return [blend.result() for blend in blends]
 
 
-def _padded_call(fn: TileFn, crops: list[torch.Tensor], tiles: list[int], batch_size: int) -> torch.Tensor:
+class _Blend:
+    """One input's output: its tiles' outputs blended in its own order (shape groups as first seen,
+    `tile_batches`'), whatever order they arrive in; a single full tile is the output itself."""
+
+    def __init__(self, x: torch.Tensor, boxes: tuple[Box, ...], factor: Fraction, window: str,
+                 out_device: torch.device | str | None):
+        height, width = x.shape[-2:]
+        _check_boxes(boxes, height, width)
+        self.x, self.boxes, self.factor, self.window, self.out_device = x, boxes, factor, window, out_device
+        self.full = len(boxes) == 1 and boxes[0] == Box(0, 0, height, width)
+        self.size = Box(0, 0, height, width).scaled(factor)
+        self.device = torch.device(out_device) if out_device is not None else x.device
+        self.order = [index for group in tile_batches(boxes, len(boxes)) for index in group]
+        self.pending: dict[int, torch.Tensor] = {}
+        self.done = 0
+        self.acc: torch.Tensor | None = None
+        self.weights: torch.Tensor | None = None
+
+    def crop(self, index: int) -> torch.Tensor:
+        if self.full:
+            return self.x
+        rows, cols = self.boxes[index].slices
+        return self.x[:, :, rows, cols]
+
+    def add(self, index: int, out: torch.Tensor) -> None:
+        self.pending[index] = out
+        while self.done < len(self.order) and self.order[self.done] in self.pending:
+            self._blend(self.order[self.done], self.pending.pop(self.order[self.done]))
+            self.done += 1
+
+    def _blend(self, index: int, out: torch.Tensor) -> None:
+        dtype = torch.promote_types(out.dtype, torch.float32)
+        if self.full:
+            self.acc = out.to(device=self.out_device or out.device, dtype=dtype)
+            return
+        if self.acc is None:
+            self.acc = torch.zeros(out.shape[0], out.shape[1], self.size.height, self.size.width, device=self.device,
+                                   dtype=dtype)
+            self.weights = torch.zeros(self.size.height, self.size.width, device=self.device, dtype=dtype)
+        out = out.to(device=self.device, dtype=self.acc.dtype)
+        box = self.boxes[index].scaled(self.factor)
+        win = _cached_window(box.height, box.width, self.window, self.device, self.acc.dtype)
+        rows, cols = box.slices
+        self.acc[:, :, rows, cols].addcmul_(out, win)
+        self.weights[rows, cols] += win
+
+    def result(self) -> torch.Tensor:
+        if self.acc is None or self.done != len(self.order):
+            raise InternalError("a tiled input was left with tiles not run")
+        return self.acc if self.full else self.acc.div_(self.weights)
+
+
+def _padded_call(fn: ManyTileFn, crops: list[torch.Tensor], tiles: list[Tile], batch_size: int) -> torch.Tensor:
     """fn on exactly batch_size tiles (the last one repeated); the outputs of the real ones."""
     pad = batch_size - len(tiles)
     if pad > 0:

@@ -1,7 +1,8 @@
 """The VAE stages: the LR embedding (tiled encode, then noised to t=999) and the tiled decode.
 
-Out of memory, each retries itself with smaller tiles (the VAE batch is already 1); the
-latents it was given are kept, so no earlier stage runs again.
+The images of a group go through together (their tiles of one shape share forwards). Out of
+memory, each stage retries itself with a smaller batch, then smaller tiles; the latents it was
+given are kept, so no earlier stage runs again.
 """
 
 from __future__ import annotations
@@ -14,40 +15,52 @@ from seesr_cli.pipeline.plan import MIN_DECODER_TILE, MIN_ENCODER_TILE, Batching
 from seesr_cli.pipeline.stage import StageRun
 
 
-def encode_lr(run: StageRun, vae, control: torch.Tensor, noise: torch.Tensor, scheduler_config: dict,
-              option: Batching, generator: torch.Generator) -> tuple[torch.Tensor, Batching]:
-    """LRE start latents (SEESR.md 3.3) and the tiles that ran. `generator` draws the VAE's sample
-    noise; a retry restores its state, so the fallback draws the same noise."""
-    state = generator.get_state()
-    extent = max(control.shape[-2:])
+def _areas(tensors: list[torch.Tensor]) -> list[int]:
+    return [t.shape[-2] * t.shape[-1] for t in tensors]
 
-    def attempt(current: Batching) -> torch.Tensor:
-        generator.set_state(state)
-        return vae_tiles.encode(vae, control, tile=current.tile, batch_size=current.batch, generator=generator,
-                                should_cancel=run.should_cancel)
+
+def encode_lr(run: StageRun, vae, controls: list[torch.Tensor], noises: list[torch.Tensor], scheduler_config: dict,
+              option: Batching, generators: list[torch.Generator]) -> tuple[list[torch.Tensor], Batching]:
+    """Each image's LRE start latents (SEESR.md 3.3) and the tiles that ran. Each image's
+    generator draws its VAE sample noise; a retry restores their states, so the fallback draws
+    the same noise."""
+    states = [generator.get_state() for generator in generators]
+    extent = max(max(control.shape[-2:]) for control in controls)
+
+    def attempt(current: Batching) -> list[torch.Tensor]:
+        for generator, state in zip(generators, states):
+            generator.set_state(state)
+        if len(controls) == 1:  # a group of one: `encode` (what `encode_many` does for one image)
+            return [vae_tiles.encode(vae, controls[0], tile=current.tile, batch_size=current.batch,
+                                     generator=generators[0], should_cancel=run.should_cancel)]
+        return vae_tiles.encode_many(vae, controls, tile=current.tile, batch_size=current.batch, generators=generators,
+                                     should_cancel=run.should_cancel)
 
     run.emit("encode", 0, 1)
-    with run.timed("vae_encode"):
+    with run.timed("vae_encode", _areas(controls)):
         lr_latents, used = run.retry(
             "the VAE encoder", option, attempt,
             lambda current: shrink(current, extent, minimum=MIN_ENCODER_TILE, step=8), unit="encoder tiles")
-        latents = lre_start(lr_latents.float(), noise, scheduler_config)
+        latents = [lre_start(z.float(), noise, scheduler_config) for z, noise in zip(lr_latents, noises)]
     run.emit("encode", 1, 1)
     return latents, used
 
 
-def decode(run: StageRun, vae, latents: torch.Tensor, option: Batching) -> tuple[torch.Tensor, Batching]:
-    """The image in [0, 1] (1 x 3 x 8h x 8w, float32) and the tiles that ran."""
-    extent = max(latents.shape[-2:])
+def decode(run: StageRun, vae, latents: list[torch.Tensor], option: Batching) -> tuple[list[torch.Tensor], Batching]:
+    """Each image in [0, 1] (1 x 3 x 8h x 8w, float32) and the tiles that ran."""
+    extent = max(max(z.shape[-2:]) for z in latents)
 
-    def attempt(current: Batching) -> torch.Tensor:
-        return vae_tiles.decode(vae, latents.to(vae.dtype), tile=current.tile, batch_size=current.batch,
-                                should_cancel=run.should_cancel)
+    def attempt(current: Batching) -> list[torch.Tensor]:
+        if len(latents) == 1:  # a group of one: `decode` (what `decode_many` does for one latent)
+            return [vae_tiles.decode(vae, latents[0].to(vae.dtype), tile=current.tile, batch_size=current.batch,
+                                     should_cancel=run.should_cancel)]
+        return vae_tiles.decode_many(vae, [z.to(vae.dtype) for z in latents], tile=current.tile,
+                                     batch_size=current.batch, should_cancel=run.should_cancel)
 
     run.emit("decode", 0, 1)
-    with run.timed("vae_decode"):
-        image, used = run.retry(
+    with run.timed("vae_decode", _areas(latents)):
+        images, used = run.retry(
             "the VAE decoder", option, attempt,
             lambda current: shrink(current, extent, minimum=MIN_DECODER_TILE, step=1), unit="decoder tiles")
     run.emit("decode", 1, 1)
-    return image, used
+    return images, used

@@ -1,4 +1,5 @@
-"""The run plan: how one image runs, a function of its resolved settings and the device kind only.
+"""The run plan: how one image runs, a function of its resolved settings and the device kind only;
+and what images must share to run as one group (`group_key`).
 
 Free memory is never an input: tile size, overlap and every forward's batch come from the
 settings and `settings.DEVICE_BATCH`. Memory matters only through the out-of-memory
@@ -45,6 +46,15 @@ def plan_run(settings: UpscaleSettings, device: str) -> RunPlan:
     return RunPlan(device=device, tile=settings.tile_size, overlap=settings.tile_overlap, window=settings.tile_window,
                    tile_batch=settings.tile_batch, dape_batch=batch, text_batch=batch, vae_batch=VAE_BATCH,
                    vae_encoder_tile=settings.vae_encoder_tile, vae_decoder_tile=settings.vae_decoder_tile)
+
+
+def group_key(settings: UpscaleSettings) -> tuple:
+    """What the images of one group (`SeeSRPipeline.upscale_many`) share, of their resolved settings:
+    everything that sets a forward's shape or the schedule they are stepped by in lockstep. Seeds,
+    sizes (scale, process size), prompts, tags, tile overlap and window, and the colour fix stay
+    each image's own."""
+    return (settings.sampler, settings.steps, settings.start, settings.guidance, settings.conditioning_scale,
+            settings.tile_size, settings.tile_batch, settings.vae_encoder_tile, settings.vae_decoder_tile)
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,29 @@
-"""SeeSR upscaling of one image: the stages in order, and the pipeline object that holds the models.
+"""SeeSR upscaling: the pipeline object that holds the models, and its entry points.
 
-Stages (one module each): plan (`plan`) -> prompts (`conditioning`: DAPE, text encoder) ->
-LR embedding (`latents.encode_lr`) -> sampling over blended latent tiles (`denoising`) ->
-VAE decode (`latents.decode`) -> colour fix and exact resize (`images`). What ran is
-recorded by `record`.
+Stages (one module each), run for a group of images by `group`: plan (`plan`) -> prompts
+(`conditioning`: DAPE, text encoder) -> LR embedding (`latents.encode_lr`) -> sampling over
+blended latent tiles (`denoising`) -> VAE decode (`latents.decode`) -> colour fix and exact
+resize (`images`). What ran is recorded by `record`. `upscale` is a group of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from seesr_cli.core import FALLBACK_NOTE, colorfix
+from seesr_cli.core import FALLBACK_NOTE
 from seesr_cli.core.denoise import controlled_noise
 from seesr_cli.core.device import dtype_name, resolve_device, resolve_dtype
-from seesr_cli.core.geometry import latent_tiles, plan_geometry
-from seesr_cli.errors import NonFiniteOutput
+from seesr_cli.errors import Cancelled, InternalError, NonFiniteOutput, UsageError
 from seesr_cli.pipeline import record
-from seesr_cli.pipeline.conditioning import conditioning
-from seesr_cli.pipeline.denoising import denoise
-from seesr_cli.pipeline.images import SourceImage, as_source, control_image, finish
-from seesr_cli.pipeline.latents import decode, encode_lr
-from seesr_cli.pipeline.plan import Batching, plan_run
+from seesr_cli.pipeline.compiled import CompiledForward
+from seesr_cli.pipeline.group import Finished, run_group, run_record, tile_records
+from seesr_cli.pipeline.images import SourceImage, as_source
+from seesr_cli.pipeline.plan import group_key
 from seesr_cli.pipeline.stage import ProgressEvent, StageRun
 from seesr_cli.settings import LoadOptions, UpscaleSettings
 
@@ -54,15 +52,9 @@ class UpscaleResult:
     run: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _RunOutput:
-    result: UpscaleResult | None  # None: the decoded image was not finite
-    settings: UpscaleSettings  # as run
-    notes: list[str]
-
-
 class SeeSRPipeline:
-    """Loaded once, reused across images. Call `upscale(image, settings)`."""
+    """Loaded once, reused across images. Call `upscale(image, settings)`, or `upscale_many` for
+    images whose tiles should share forwards."""
 
     def __init__(self, *, unet, controlnet, vae, text_encoder, tokenizer, scheduler_config, dape,
                  device: torch.device, dtype: torch.dtype, turbo: bool = False, weights: dict | None = None):
@@ -95,15 +87,10 @@ class SeeSRPipeline:
     def compile(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> SeeSRPipeline:
         """torch.compile ControlNet + UNet as one graph. With CUDA graphs ("reduce-overhead")
         this removes the per-kernel launch cost that dominates a 64x64-latent step on a fast
-        GPU. The first image of each tile shape pays the compile time: worth it for batches."""
-        compiled = torch.compile(controlled_noise, mode=mode, backend=backend, dynamic=False)
-
-        def forward(*args):
-            if backend == "inductor" and mode in ("reduce-overhead", "max-autotune"):
-                torch.compiler.cudagraph_mark_step_begin()  # the last output was consumed
-            return compiled(*args)
-
-        self._forward = forward
+        GPU. Each (tile shape, batch) compiles once, on its first tile (progress says so), and
+        is reused for every image after it: worth it for batches. The VAE stays eager: its tiles
+        take each image's own size, so it would recompile for nearly every image."""
+        self._forward = CompiledForward(mode, backend)
         return self
 
     def __call__(self, image: Image.Image | np.ndarray, settings: UpscaleSettings = UpscaleSettings(),
@@ -115,17 +102,72 @@ class SeeSRPipeline:
                 should_cancel: Callable[[], bool] | None = None) -> UpscaleResult:
         """Upscale a PIL image (8 bits: the official maths) or an H x W x 3 float array in [0, 1]
         (full precision). `should_cancel` is asked at every safe point of every stage."""
-        source = as_source(image)
-        settings = settings.resolved(self.turbo, self.device.type)
-        out = self._run(source, settings, on_progress, should_cancel, [])
-        if out.result is None and self.dtype != torch.float32:
-            note = f"{FALLBACK_NOTE}{dtype_name(self.dtype)} gave non-finite values; redone in fp32"
-            out = self._run_fp32(source, out.settings, on_progress, should_cancel, [*out.notes, note])
-        if out.result is None:
-            raise NonFiniteOutput("the model produced non-finite values even in fp32")
-        return out.result
+        result = self.upscale_many([image], [settings], on_progress=on_progress, should_cancel=should_cancel)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _run_fp32(self, *args) -> _RunOutput:
+    def upscale_many(self, images: Sequence[Image.Image | np.ndarray],
+                     settings: UpscaleSettings | Sequence[UpscaleSettings] = UpscaleSettings(), *,
+                     on_progress: Callable[[ProgressEvent], None] | None = None,
+                     should_cancel: Callable[[], bool] | None = None) -> list[UpscaleResult | Exception]:
+        """Upscale several images together: their tiles share forwards (DAPE crops, prompts, VAE and
+        latent tiles) at the run plan's fixed batches, and each image's bytes are what `upscale`
+        gives it alone. `settings`: one for all, or one per image; images whose resolved settings
+        differ in what shapes the forwards or the schedule (`plan.group_key`) run in separate groups.
+
+        Each entry is that image's result or the exception that failed it (a bad input, non-finite
+        values even in fp32); a failure of a whole group is retried image by image, so it stays
+        the failing image's. `Cancelled` stops them all. Progress events count the group's work."""
+        per_image = [settings] * len(images) if isinstance(settings, UpscaleSettings) else list(settings)
+        if len(per_image) != len(images):
+            raise InternalError(f"{len(images)} images but {len(per_image)} settings")
+        out: list[UpscaleResult | Exception | None] = [None] * len(images)
+        groups: dict[tuple, list[tuple[int, SourceImage, UpscaleSettings]]] = {}
+        for i, (image, image_settings) in enumerate(zip(images, per_image)):
+            try:
+                item = (i, as_source(image), image_settings.resolved(self.turbo, self.device.type))
+            except UsageError as exc:  # a bad array: that image's failure
+                out[i] = exc
+                continue
+            groups.setdefault(group_key(item[2]), []).append(item)
+        for members in groups.values():
+            results = self._upscale_group([(source, s) for _, source, s in members], on_progress, should_cancel)
+            for (i, _, _), result in zip(members, results):
+                out[i] = result
+        return out
+
+    def _upscale_group(self, items: list[tuple[SourceImage, UpscaleSettings]], on_progress,
+                       should_cancel) -> list[UpscaleResult | Exception]:
+        try:
+            done = self._run(items, on_progress, should_cancel, [[] for _ in items])
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed back with its traceback, or each image retried alone
+            if len(items) == 1:
+                return [exc]
+            return [result for item in items for result in self._upscale_group([item], on_progress, should_cancel)]
+        results: list[UpscaleResult | Exception] = []
+        for item, finished in zip(items, done):
+            if finished.image is None and self.dtype != torch.float32:
+                note = f"{FALLBACK_NOTE}{dtype_name(self.dtype)} gave non-finite values; redone in fp32"
+                try:
+                    finished = self._run_fp32([(item[0], finished.settings)], on_progress, should_cancel,
+                                              [[*finished.notes, note]])[0]
+                except (Cancelled, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - that image's failure, with its traceback
+                    results.append(exc)
+                    continue
+            if finished.image is None:
+                results.append(NonFiniteOutput("the model produced non-finite values even in fp32"))
+                continue
+            results.append(UpscaleResult(finished.image, finished.prompts.prompts, finished.settings.seed,
+                                         finished.notes, finished.timings, finished.array, finished.settings,
+                                         tile_records(finished), run_record(self, finished)))
+        return results
+
+    def _run_fp32(self, *args) -> list[Finished]:
         models = (self.unet, self.controlnet, self.vae, self.text_encoder)
         dtype = self.dtype
         try:
@@ -138,41 +180,7 @@ class SeeSRPipeline:
                 model.to(dtype)
             self.dtype = dtype
 
-    def _run(self, source: SourceImage, settings: UpscaleSettings, on_progress, should_cancel,
-             notes: list[str]) -> _RunOutput:
-        run = StageRun(self.device, should_cancel, on_progress, notes=list(notes))
-        plan = plan_run(settings, self.device.type)
-        geometry = plan_geometry(*source.size, settings)
-        boxes = latent_tiles(geometry, plan.tile, plan.overlap)
-        control = control_image(source, geometry, self.device)
-        generator = torch.Generator("cpu").manual_seed(settings.seed)
-        parts = {"dape": self.dape, "tokenizer": self.tokenizer, "text_encoder": self.text_encoder}
-        prompts = conditioning(run, parts, source.rgb, geometry, boxes, control, settings, plan, self.unet.dtype)
-
-        height, width = geometry.latent
-        # Drawn on the CPU so a seed gives the same noise on every device.
-        noise = torch.randn((1, 4, height, width), generator=generator).to(self.device)
-        latents, encoded = noise, Batching(plan.vae_batch, plan.vae_encoder_tile)
-        if settings.start == "lr":
-            latents, encoded = encode_lr(run, self.vae, control, noise, self.scheduler_config, encoded, generator)
-        models = {"unet": self.unet, "controlnet": self.controlnet, "scheduler_config": self.scheduler_config}
-        latents, denoised = denoise(run, models, self._forward, latents, prompts.cond, boxes, settings, plan,
-                                    generator)
-        decoded, decoded_with = decode(run, self.vae, latents, Batching(plan.vae_batch, plan.vae_decoder_tile))
-        # What ran: the batch and tiles each stage ended with (a fallback's are smaller).
-        ran = {"tile_batch": denoised.batch, "vae_encoder_tile": encoded.tile, "vae_decoder_tile": decoded_with.tile}
-        settings, plan = settings.with_(**ran), replace(plan, **ran)
-        if not bool(torch.isfinite(decoded).all()):
-            return _RunOutput(None, settings, run.notes)
-
-        run.check("before the colour fix")
-        run.emit("colorfix", 0, 1)
-        with run.timed("colorfix"):
-            image, array = finish(colorfix.apply(settings.color_fix, decoded.float(), control), source, geometry.out)
-        run.emit("colorfix", 1, 1)
-        what_ran = record.run_record(device=self.device, dtype=self.dtype, turbo=self.turbo, plan=plan,
-                                     geometry=geometry, weights=self.weights, notes=run.notes)
-        tiles = record.tile_records(boxes, geometry, prompts.tags, prompts.prompts)
-        result = UpscaleResult(image, prompts.prompts, settings.seed, run.notes, dict(run.timings), array, settings,
-                               tiles, what_ran)
-        return _RunOutput(result, settings, run.notes)
+    def _run(self, items: list[tuple[SourceImage, UpscaleSettings]], on_progress, should_cancel,
+             notes: list[list[str]]) -> list[Finished]:
+        run = StageRun(self.device, should_cancel, on_progress, notes=[list(n) for n in notes])
+        return run_group(self, [source for source, _ in items], [s for _, s in items], run)

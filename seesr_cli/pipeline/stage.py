@@ -1,10 +1,10 @@
-"""What every stage of one image shares: progress, cancellation, timings, notes, and the
-out-of-memory retry that keeps a fallback inside the stage where it happened."""
+"""What every stage of a group of images shares: progress, cancellation, each image's timings and
+notes, and the out-of-memory retry that keeps a fallback inside the stage where it happened."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,28 +22,40 @@ _R = TypeVar("_R")
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """stage is one of: prompts, encode, denoise, decode, colorfix."""
+    """stage is one of: prompts, encode, denoise, decode, colorfix, and compile (`detail` says
+    what is being compiled, e.g. "compiling for 96x96 tiles, batch 8 (once per shape)").
+
+    For a group of images (`SeeSRPipeline.upscale_many`) the events count the whole group's
+    work: `tiles` is the tiles of all its images."""
 
     stage: str
     done: int
     total: int
     tile: int | None = None
     tiles: int | None = None
+    detail: str | None = None
 
 
 @dataclass
 class StageRun:
-    """One image's run: the stages add their seconds to `timings` and their fallbacks to `notes`."""
+    """The run of a group of images through the stages (one image for `upscale`). Each image has
+    its own notes and timings: a stage's seconds are shared among the images by their share of
+    its work, and a fallback is noted on every image it touched."""
 
     device: torch.device
     should_cancel: Callable[[], bool] | None = None
     on_progress: Callable[[ProgressEvent], None] | None = None
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMED_STAGES, 0.0))
+    notes: list[list[str]] = field(default_factory=lambda: [[]])  # per image
+    timings: list[dict[str, float]] = field(default_factory=list)  # per image
 
-    def emit(self, stage: str, done: int, total: int, tile: int | None = None, tiles: int | None = None) -> None:
+    def __post_init__(self) -> None:
+        if not self.timings:
+            self.timings = [dict.fromkeys(TIMED_STAGES, 0.0) for _ in self.notes]
+
+    def emit(self, stage: str, done: int, total: int, tile: int | None = None, tiles: int | None = None,
+             detail: str | None = None) -> None:
         if self.on_progress is not None:
-            self.on_progress(ProgressEvent(stage, done, total, tile, tiles))
+            self.on_progress(ProgressEvent(stage, done, total, tile, tiles, detail))
 
     def check(self, where: str) -> None:
         """Raise `Cancelled` if the user asked to stop: called at every safe point."""
@@ -51,19 +63,24 @@ class StageRun:
             raise Cancelled(f"stopped {where}")
 
     @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
+    def timed(self, stage: str, work: Sequence[float] | None = None) -> Iterator[None]:
+        """Time a stage of the group; `work`: each image's share of it (default: equal shares)."""
         start = time.perf_counter()
         try:
             yield
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            shares = list(work) if work is not None and sum(work) > 0 else [1.0] * len(self.timings)
+            for timings, share in zip(self.timings, shares):
+                timings[stage] = timings.get(stage, 0.0) + elapsed * share / sum(shares)
 
     def retry(self, stage: str, first: Batching, attempt: Callable[[Batching], _R],
               shrink: Callable[[Batching], Batching | None], unit: str = "tiles") -> tuple[_R, Batching]:
         """`attempt(first)`; on out of memory, `attempt` again with `shrink`'s smaller batch or tiles,
-        each fallback noted. The stage alone is redone: what earlier stages computed is kept."""
+        each fallback noted on every image of the group. The stage alone is redone: what earlier
+        stages computed is kept."""
         option = first
         while True:
             try:
@@ -78,6 +95,7 @@ class StageRun:
                         "try --device cpu or a smaller --scale") from exc
             # Outside the except block: the failed attempt's frames (and tensors) are released.
             empty_cache(self.device)
-            self.notes.append(f"{FALLBACK_NOTE}out of memory in {stage} at {option.describe(unit)}; "
-                              f"redone at {smaller.describe(unit)}")
+            note = f"{FALLBACK_NOTE}out of memory in {stage} at {option.describe(unit)}; redone at {smaller.describe(unit)}"
+            for notes in self.notes:
+                notes.append(note)
             option = smaller

@@ -7,6 +7,7 @@ the VAE untouched, exactly as `vae.encode` / `vae.decode` would.
 
 Each tile normalises with its own GroupNorm statistics, so tiled and untiled results
 differ slightly (most in flat regions); the overlaps cross-fade that difference.
+The `*_many` forms take the images of a group: their tiles of one shape share forwards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fractions import Fraction
 
 import torch
 
-from seesr_cli.core.tiling import DEFAULT_WINDOW, Box, plan_tiles, tiled_map
+from seesr_cli.core.tiling import DEFAULT_WINDOW, Box, plan_tiles, tiled_map_many
 from seesr_cli.errors import Cancelled, InternalError
 
 ENCODER_TILE = 1024  # image px, official --vae_encoder_tiled_size
@@ -76,18 +77,27 @@ def encode_moments(
     tile and overlap are image pixels, multiples of 8; overlap None: a quarter tile, at most 128.
     `should_cancel` is asked before each tile batch.
     """
-    factor = downsampling(vae)
-    boxes = _encoder_boxes(tuple(image.shape), tile, overlap, factor)
+    return encode_moments_many(vae, [image], tile=tile, overlap=overlap, batch_size=batch_size, window=window,
+                               should_cancel=should_cancel)[0]
 
-    def run(crops: torch.Tensor, _tiles: list[int]) -> torch.Tensor:
+
+@torch.no_grad()
+def encode_moments_many(vae, images: list[torch.Tensor], *, tile: int = ENCODER_TILE, overlap: int | None = None,
+                        batch_size: int = VAE_BATCH, window: str = DEFAULT_WINDOW,
+                        should_cancel: Callable[[], bool] | None = None) -> list[torch.Tensor]:
+    """`encode_moments` of several images, their tiles of one shape sharing forwards of `batch_size`."""
+    factor = downsampling(vae)
+    boxes = [_encoder_boxes(tuple(image.shape), tile, overlap, factor) for image in images]
+
+    def run(crops: torch.Tensor, _tiles) -> torch.Tensor:
         _check_cancel(should_cancel, "encoding")
         x = (crops.to(vae.device, torch.float32) * 2 - 1).to(vae.dtype)  # official: encode(image*2-1)
         h = vae.encoder(x)
         return h if vae.quant_conv is None else vae.quant_conv(h)
 
-    moments = tiled_map(run, image, boxes, scale=Fraction(1, factor), window=window, batch_size=batch_size,
-                        out_device=image.device)
-    return moments.float()
+    moments = tiled_map_many(run, images, boxes, scale=Fraction(1, factor), windows=window, batch_size=batch_size,
+                             out_device=images[0].device)
+    return [m.float() for m in moments]
 
 
 @torch.no_grad()
@@ -109,19 +119,31 @@ def encode(
     noise once over the whole latent with `generator` (on the generator's device, so a
     CPU generator gives the same latents on every device); "mean" takes the mode.
     """
+    return encode_many(vae, [image], tile=tile, overlap=overlap, generators=[generator], mode=mode,
+                       batch_size=batch_size, window=window, should_cancel=should_cancel)[0]
+
+
+@torch.no_grad()
+def encode_many(vae, images: list[torch.Tensor], *, tile: int = ENCODER_TILE, overlap: int | None = None,
+                generators: list[torch.Generator | None], mode: str = "sample", batch_size: int = VAE_BATCH,
+                window: str = DEFAULT_WINDOW, should_cancel: Callable[[], bool] | None = None) -> list[torch.Tensor]:
+    """`encode` of several images (tiles sharing forwards), each drawing its noise from its own generator."""
     if mode not in ("sample", "mean"):
         raise InternalError(f"VAE encode mode must be 'sample' or 'mean'; got {mode!r}")
-    moments = encode_moments(vae, image, tile=tile, overlap=overlap, batch_size=batch_size, window=window,
-                             should_cancel=should_cancel)
-    mean, logvar = moments.chunk(2, dim=1)
-    latents = mean
-    if mode == "sample":
-        std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE))
-        noise_device = generator.device if generator is not None else mean.device
-        noise = torch.randn(mean.shape, generator=generator, device=noise_device, dtype=torch.float32)
-        latents = mean + std * noise.to(mean.device)
+    moments = encode_moments_many(vae, images, tile=tile, overlap=overlap, batch_size=batch_size, window=window,
+                                  should_cancel=should_cancel)
     scaling, shift = _latent_scale(vae)
-    return (latents - shift) * scaling
+    out = []
+    for image_moments, generator in zip(moments, generators):
+        mean, logvar = image_moments.chunk(2, dim=1)
+        latents = mean
+        if mode == "sample":
+            std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE))
+            noise_device = generator.device if generator is not None else mean.device
+            noise = torch.randn(mean.shape, generator=generator, device=noise_device, dtype=torch.float32)
+            latents = mean + std * noise.to(mean.device)
+        out.append((latents - shift) * scaling)
+    return out
 
 
 @torch.no_grad()
@@ -142,24 +164,33 @@ def decode(
     tile and overlap are latent pixels; overlap None: a quarter tile, at most 32.
     `out_device` (default: the latents') holds the image buffer, e.g. the CPU for huge outputs.
     """
-    if latents.ndim != 4:
-        raise InternalError(f"latents must be B x C x h x w; got {tuple(latents.shape)}")
+    return decode_many(vae, [latents], tile=tile, overlap=overlap, batch_size=batch_size, window=window,
+                       out_device=out_device, should_cancel=should_cancel)[0]
+
+
+@torch.no_grad()
+def decode_many(vae, latents: list[torch.Tensor], *, tile: int = DECODER_TILE, overlap: int | None = None,
+                batch_size: int = VAE_BATCH, window: str = DEFAULT_WINDOW, out_device: torch.device | str | None = None,
+                should_cancel: Callable[[], bool] | None = None) -> list[torch.Tensor]:
+    """`decode` of several latents, their tiles of one shape sharing forwards of `batch_size`."""
+    if any(z.ndim != 4 for z in latents):
+        raise InternalError(f"latents must be B x C x h x w; got {[tuple(z.shape) for z in latents]}")
     if overlap is None:
         overlap = _default_overlap(tile, DECODER_OVERLAP, 1)
     scaling, shift = _latent_scale(vae)
-    z = latents.float() / scaling + shift
-    boxes = plan_tiles(z.shape[-2], z.shape[-1], tile, overlap)
+    zs = [z.float() / scaling + shift for z in latents]
+    boxes = [plan_tiles(z.shape[-2], z.shape[-1], tile, overlap) for z in zs]
 
-    def run(crops: torch.Tensor, _tiles: list[int]) -> torch.Tensor:
+    def run(crops: torch.Tensor, _tiles) -> torch.Tensor:
         _check_cancel(should_cancel, "decoding")
         x = crops.to(vae.device, vae.dtype)
         if vae.post_quant_conv is not None:
             x = vae.post_quant_conv(x)
         return vae.decoder(x)
 
-    image = tiled_map(run, z, boxes, scale=downsampling(vae), window=window, batch_size=batch_size,
-                      out_device=out_device or latents.device)
-    return image.float().div_(2).add_(0.5).clamp_(0, 1)
+    images = tiled_map_many(run, zs, boxes, scale=downsampling(vae), windows=window, batch_size=batch_size,
+                            out_device=out_device or latents[0].device)
+    return [image.float().div_(2).add_(0.5).clamp_(0, 1) for image in images]
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None, doing: str) -> None:

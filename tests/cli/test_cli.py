@@ -427,9 +427,9 @@ def test_interrupted_batch_resumes_without_redoing_anything(offline, tmp_path, h
 
 def _progress_run(console):
     from seesr_cli.batch import FAILED, OK, RUN, SKIP, SKIPPED, BatchReport, Job, JobResult
-    from seesr_cli.pipeline import ProgressEvent
     from seesr_cli.cli.progress import BatchProgress
     from seesr_cli.cli.tables import summary_table
+    from seesr_cli.pipeline import ProgressEvent
     from seesr_cli.weights import WeightsEvent
 
     jobs = [Job(Path(f"in/{i}.png"), f"{i}.png", Path(f"out/{i}.png"), "png", i, SKIP if i == 1 else RUN,
@@ -472,8 +472,8 @@ def test_progress_bars_on_a_terminal_and_lines_elsewhere():
 
 
 def test_denoise_progress_counts_tile_passes():
-    from seesr_cli.pipeline import ProgressEvent
     from seesr_cli.cli.progress import denoise_progress
+    from seesr_cli.pipeline import ProgressEvent
 
     events = [ProgressEvent("denoise", 0, 3, 0, 2)]  # as the pipeline emits them: per tile, then per step
     for step in range(3):

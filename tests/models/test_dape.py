@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr_cli.errors import UnsafeCheckpointError, WeightsError
+from seesr_cli.models.dape import DAPE, DAPEConfig
 from seesr_cli.weights.convert import convert_ram, lora_delta, merged_lora_delta, read_thresholds
 from seesr_cli.weights.pickles import load_pickle_state_dict
-from seesr_cli.models.dape import DAPE, DAPEConfig
 
 
 def _close(got: torch.Tensor, want: torch.Tensor) -> float:

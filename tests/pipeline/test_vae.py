@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seesr_cli.pipeline import vae as tiled_vae
-from seesr_cli.errors import InternalError
 from seesr_cli.core.tiling import plan_tiles
+from seesr_cli.errors import InternalError
+from seesr_cli.pipeline import vae as tiled_vae
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from fakehub import (
 from huggingface_hub.utils import filter_repo_objects
 
 from seesr_cli import weights
-from seesr_cli.weights import compact, hub, verify
 from seesr_cli.errors import UsageError, WeightsError
 from seesr_cli.models.dape import DAPE
+from seesr_cli.weights import compact, hub, verify
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALL_PARTS = ("sd2", "unet", "controlnet", "dape_lora", "ram", "tags", "thresholds", "turbo")
