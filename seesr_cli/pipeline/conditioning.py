@@ -38,7 +38,7 @@ def tag(run: StageRun, dape, crops: list[Image.Image], batch: int,
     def attempt(option: Batching):
         return analyse(dape, crops, batch=option.batch, should_cancel=run.should_cancel)
 
-    with run.timed("dape"):
+    with run.timed("dape"), run.placed("dape"):
         (embeds, probs), used = run.retry("DAPE", Batching(batch), attempt, smaller_batch)
     tags = [[name for name, _ in row] for row in dape.tag_scores(probs, threshold)]
     return embeds, tags, used.batch
@@ -50,7 +50,7 @@ def encode_text(run: StageRun, tokenizer, text_encoder, prompts: list[str], batc
         return encode_prompts(tokenizer, text_encoder, prompts, batch_size=option.batch,
                               should_cancel=run.should_cancel)
 
-    with run.timed("text"):
+    with run.timed("text"), run.placed("text"):
         states, used = run.retry("the text encoder", Batching(batch), attempt, smaller_batch)
     return states, used.batch
 

@@ -51,7 +51,7 @@ def denoise(run: StageRun, models: dict, forward: Callable, latents: torch.Tenso
             tile_cond = _per_tile(cond, parents)
         return _sample(run, models, forward, latents, tile_cond, tiles, settings, plan, option.batch, generator)
 
-    with run.timed("denoise"):
+    with run.timed("denoise"), run.placed("denoise"):
         return run.retry("the denoise stage", Batching(plan.tile_batch), attempt,
                          lambda option: shrink(option, extent, minimum=MIN_LATENT_TILE, step=8),
                          unit="split into latent tiles of")

@@ -27,7 +27,7 @@ def encode_lr(run: StageRun, vae, control: torch.Tensor, noise: torch.Tensor, sc
                                 should_cancel=run.should_cancel)
 
     run.emit("encode", 0, 1)
-    with run.timed("vae_encode"):
+    with run.timed("vae_encode"), run.placed("vae_encode"):
         lr_latents, used = run.retry(
             "the VAE encoder", option, attempt,
             lambda current: shrink(current, extent, minimum=MIN_ENCODER_TILE, step=8), unit="encoder tiles")
@@ -45,7 +45,7 @@ def decode(run: StageRun, vae, latents: torch.Tensor, option: Batching) -> tuple
                                 should_cancel=run.should_cancel)
 
     run.emit("decode", 0, 1)
-    with run.timed("vae_decode"):
+    with run.timed("vae_decode"), run.placed("vae_decode"):
         image, used = run.retry(
             "the VAE decoder", option, attempt,
             lambda current: shrink(current, extent, minimum=MIN_DECODER_TILE, step=1), unit="decoder tiles")

@@ -25,6 +25,7 @@ from seesr_cli.pipeline.conditioning import conditioning
 from seesr_cli.pipeline.denoising import denoise
 from seesr_cli.pipeline.images import SourceImage, as_source, control_image, finish
 from seesr_cli.pipeline.latents import decode, encode_lr
+from seesr_cli.pipeline.placement import MemoryBudget, Placement, memory_budget
 from seesr_cli.pipeline.plan import Batching, plan_run
 from seesr_cli.pipeline.stage import ProgressEvent, StageRun
 from seesr_cli.settings import LoadOptions, UpscaleSettings
@@ -62,23 +63,30 @@ class _RunOutput:
 
 
 class SeeSRPipeline:
-    """Loaded once, reused across images. Call `upscale(image, settings)`."""
+    """Loaded once, reused across images. Call `upscale(image, settings)`.
+
+    `budget` (`placement.memory_budget`): a CUDA memory budget; with `budget.offload` the networks
+    stay in CPU RAM and each stage brings its own to `device`; None: all of them on `device`."""
 
     def __init__(self, *, unet, controlnet, vae, text_encoder, tokenizer, scheduler_config, dape,
-                 device: torch.device, dtype: torch.dtype, turbo: bool = False, weights: dict | None = None):
+                 device: torch.device, dtype: torch.dtype, turbo: bool = False, weights: dict | None = None,
+                 budget: MemoryBudget | None = None):
         self.unet, self.controlnet, self.vae = unet, controlnet, vae
         self.text_encoder, self.tokenizer, self.dape = text_encoder, tokenizer, dape
         self.scheduler_config = dict(scheduler_config)
         self.device, self.dtype, self.turbo = device, dtype, turbo
         self.weights = dict(weights or {})  # part -> sha256 or Hub revision (WeightPaths.provenance)
         self._forward = controlled_noise
+        self.budget = budget
+        networks = {"dape": dape, "text_encoder": text_encoder, "vae": vae, "controlnet": controlnet, "unet": unet}
+        self.placement = Placement(networks, device, offload=budget is not None and budget.offload)
 
     @classmethod
     def from_pretrained(cls, paths, options: LoadOptions | None = None, **changes) -> SeeSRPipeline:
         """Load every component from resolved weight paths (`seesr_cli.weights.WeightPaths`).
 
         `options` (default `LoadOptions()`), with keyword `changes` to it: device, dtype, turbo,
-        compile, threads (set process-wide with `torch.set_num_threads`).
+        compile, threads (set process-wide with `torch.set_num_threads`), max_vram (GiB, CUDA).
         """
         from seesr_cli.pipeline.loading import load_components
 
@@ -87,10 +95,16 @@ class SeeSRPipeline:
             torch.set_num_threads(options.threads)
         torch_device = resolve_device(options.device)
         torch_dtype = resolve_dtype(options.dtype, torch_device)
-        parts = load_components(paths, device=torch_device, dtype=torch_dtype, turbo=options.turbo)
-        pipe = cls(**parts, device=torch_device, dtype=torch_dtype, turbo=options.turbo,
+        # Loaded in CPU RAM first on a GPU: the placement decides what goes to the card.
+        home = torch.device("cpu") if torch_device.type == "cuda" else torch_device
+        parts = load_components(paths, device=home, dtype=torch_dtype, turbo=options.turbo)
+        budget = memory_budget(options.max_vram, torch_device, parts, torch_dtype)
+        pipe = cls(**parts, device=torch_device, dtype=torch_dtype, turbo=options.turbo, budget=budget,
                    weights=record.used_weights(getattr(paths, "provenance", None), options.turbo))
-        return pipe.compile() if options.compile else pipe
+        if not options.compile:
+            return pipe
+        # Offloaded weights change address at every stage: CUDA graphs would be recorded again each time.
+        return pipe.compile(mode=None) if pipe.placement.offload else pipe.compile()
 
     def compile(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> SeeSRPipeline:
         """torch.compile ControlNet + UNet as one graph. With CUDA graphs ("reduce-overhead")
@@ -117,7 +131,10 @@ class SeeSRPipeline:
         (full precision). `should_cancel` is asked at every safe point of every stage."""
         source = as_source(image)
         settings = settings.resolved(self.turbo, self.device.type)
-        out = self._run(source, settings, on_progress, should_cancel, [])
+        notes: list[str] = []
+        if self.budget is not None:
+            settings, notes = self.budget.fit(settings, self.device.type)
+        out = self._run(source, settings, on_progress, should_cancel, notes)
         if out.result is None and self.dtype != torch.float32:
             note = f"{FALLBACK_NOTE}{dtype_name(self.dtype)} gave non-finite values; redone in fp32"
             out = self._run_fp32(source, out.settings, on_progress, should_cancel, [*out.notes, note])
@@ -140,7 +157,7 @@ class SeeSRPipeline:
 
     def _run(self, source: SourceImage, settings: UpscaleSettings, on_progress, should_cancel,
              notes: list[str]) -> _RunOutput:
-        run = StageRun(self.device, should_cancel, on_progress, notes=list(notes))
+        run = StageRun(self.device, should_cancel, on_progress, notes=list(notes), placement=self.placement)
         plan = plan_run(settings, self.device.type)
         geometry = plan_geometry(*source.size, settings)
         boxes = latent_tiles(geometry, plan.tile, plan.overlap)

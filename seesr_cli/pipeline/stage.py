@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -14,6 +14,7 @@ import torch
 from seesr_cli.core import FALLBACK_NOTE
 from seesr_cli.core.device import empty_cache, is_out_of_memory
 from seesr_cli.errors import Cancelled, DeviceOutOfMemory
+from seesr_cli.pipeline.placement import Placement
 from seesr_cli.pipeline.plan import Batching
 
 TIMED_STAGES = ("dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix")
@@ -40,6 +41,7 @@ class StageRun:
     on_progress: Callable[[ProgressEvent], None] | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMED_STAGES, 0.0))
+    placement: Placement | None = None  # None: every network stays where it is
 
     def emit(self, stage: str, done: int, total: int, tile: int | None = None, tiles: int | None = None) -> None:
         if self.on_progress is not None:
@@ -59,6 +61,10 @@ class StageRun:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+    def placed(self, stage: str) -> AbstractContextManager[None]:
+        """The stage's networks on the device for the block (`Placement.stage`; resident: nothing moves)."""
+        return nullcontext() if self.placement is None else self.placement.stage(stage)
 
     def retry(self, stage: str, first: Batching, attempt: Callable[[Batching], _R],
               shrink: Callable[[Batching], Batching | None], unit: str = "tiles") -> tuple[_R, Batching]:

@@ -53,6 +53,8 @@ USAGE = [
     (["upscale", "a.png", "--suffix", "../x"], "--suffix '../x': must be part of a file name"),
     (["upscale", "a.png", "--dtype", "fp16", "--device", "cpu"], "--dtype fp16 on the CPU"),
     (["upscale", "a.png", "--max-tiles", "0"], "--max-tiles must be >= 1"),
+    (["upscale", "a.png", "--max-vram", "8", "--device", "cpu"], "--max-vram applies to CUDA GPUs"),
+    (["upscale", "a.png", "--max-vram", "0"], "--max-vram"),
     (["tag", "a.png", "--scale", "1000"], "--scale 1000: at most 16"),
     (["tag", "a.png", "--tile-overlap", "100"], "--tile-overlap 100 must be smaller than the tile size"),
 ]
