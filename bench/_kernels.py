@@ -19,7 +19,7 @@ from seesr_cli.core.denoise import controlled_noise
 KINDS = (  # first match wins; kernel names of cuBLAS/CUTLASS/cuDNN/flash/PyTorch
     ("attention", r"flash|fmha|attention|sdpa|efficient_attention|mem_eff"),
     ("conv", r"conv|cudnn|implicit_?gemm|winograd|fprop|dgrad|xmma_fprop|nhwc"),
-    ("gemm", r"gemm|matmul|cutlass|cublas|nvjet|xmma|sm90_|sm80_|ampere_|hopper"),
+    ("gemm", r"gemm|matmul|cutlass|cublas|nvjet|xmma|sm90_|sm80_|ampere_|hopper|addmm|bmm|aten::mm$|linear"),
     ("norm", r"norm"),
     ("copy/cast", r"copy|cast|convert|to_copy|cat_|catarray"),
     ("elementwise", r"elementwise|vectorized|unrolled|reduce|silu|gelu|softmax|add|mul"),

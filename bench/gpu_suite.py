@@ -33,9 +33,10 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # this checkout's seesr_cli, whatever is installed
 import _kernels  # noqa: E402
-import _models  # noqa: E402  (puts the repo root on sys.path)
+import _models  # noqa: E402
 from _suite import (  # noqa: E402
     GIB,
     Suite,
@@ -50,8 +51,11 @@ from _suite import (  # noqa: E402
 )
 from bench_pipeline import lr_image  # noqa: E402
 
+from seesr_cli.core.geometry import latent_tiles, plan_geometry  # noqa: E402
+from seesr_cli.errors import UsageError  # noqa: E402
 from seesr_cli.pipeline import SeeSRPipeline  # noqa: E402
-from seesr_cli.pipeline.placement import MemoryBudget, memory_budget, network_bytes  # noqa: E402
+from seesr_cli.pipeline.placement import MemoryBudget, check_max_vram, memory_budget, network_bytes  # noqa: E402
+from seesr_cli.pipeline.plan import plan_run  # noqa: E402
 from seesr_cli.settings import DEVICE_BATCH, UpscaleSettings  # noqa: E402
 
 CAST = ("unet", "controlnet", "vae", "text_encoder")  # DAPE stays float32, as the loader keeps it
@@ -86,6 +90,13 @@ class Bench:
         lr = max(8, size // 4)
         return lr_image(lr, lr, seed=seed)
 
+    def tile_batches(self) -> tuple[int, ...]:
+        """The default tile batch, and 1 when `--size` makes several latent tiles (else the same forward)."""
+        settings = self.settings().resolved(False, self.device.type)
+        plan, lr = plan_run(settings, self.device.type), max(8, self.args.size // 4)
+        tiles = latent_tiles(plan_geometry(lr, lr, settings), plan.tile, plan.overlap)
+        return tuple(dict.fromkeys((self.default_batch, 1))) if len(tiles) > 1 else (self.default_batch,)
+
     def settings(self, **changes) -> UpscaleSettings:
         return UpscaleSettings(**{"steps": self.args.steps, "seed": self.args.seed, **changes})
 
@@ -98,7 +109,7 @@ def eager(b: Bench, sec) -> None:
     for name in b.args.dtypes:
         b.cast(name)
         pipe = b.pipe()
-        for batch in dict.fromkeys((b.default_batch, 1)):
+        for batch in b.tile_batches():
             if sec.left() < 5:
                 sec.note(f"{name} tile batch {batch}: no time left")
                 continue
@@ -194,15 +205,22 @@ def lowvram(b: Bench, sec) -> None:
     timed(resident, image, fitted.with_(steps=1), b.device)  # warm-up at these shapes
     reset_peak(b.device)
     r_seconds, r_result = timed(resident, image, fitted, b.device)
-    sec.data["resident"] = {"seconds": r_seconds, "timings": r_result.timings, **peak(b.device)}
+    r_memory = peak(b.device)
+    sec.data["resident"] = {"seconds": r_seconds, "timings": r_result.timings, **r_memory}
     del resident
     moves: dict[str, float] = {}
     stage_peaks: dict[str, float] = {}
+    overall = {"peak_allocated_gib": 0.0, "peak_reserved_gib": 0.0}  # each stage resets the peaks: kept here
+
+    def keep_peak() -> dict:
+        overall.update({k: max(overall[k], v) for k, v in peak(b.device).items()})
+        return overall
 
     def on_move(action: str, stage: str, seconds: float) -> None:
         if b.device.type == "cuda":
             torch.cuda.synchronize(b.device)
             if action == "load":
+                keep_peak()  # what came before this stage
                 torch.cuda.reset_peak_memory_stats(b.device)
             else:
                 stage_peaks[stage] = max(stage_peaks.get(stage, 0.0), torch.cuda.max_memory_allocated(b.device) / GIB)
@@ -216,7 +234,7 @@ def lowvram(b: Bench, sec) -> None:
             reset_peak(b.device)
             torch.cuda.set_per_process_memory_fraction(min(1.0, budget.limit / total), b.device)
         o_seconds, o_result = timed(offloaded, image, fitted, b.device)
-        memory = peak(b.device)
+        memory = dict(keep_peak()) if total else {}
     finally:
         if total:
             torch.cuda.set_per_process_memory_fraction(1.0, b.device)
@@ -224,7 +242,7 @@ def lowvram(b: Bench, sec) -> None:
     denoise = o_result.timings.get("denoise", 0.0)
     sec.data["offloaded"] = {"seconds": o_seconds, "timings": o_result.timings, "notes": o_result.notes,
                              "move_seconds": moves, "stage_peaks_gib": stage_peaks, **memory}
-    sec.row(f"{size}px {steps} steps, resident at these tiles", f"{r_seconds:.2f} s, {peak_text(sec.data['resident'])}")
+    sec.row(f"{size}px {steps} steps, resident at these tiles", f"{r_seconds:.2f} s, {peak_text(r_memory)}")
     other = [n for n in o_result.notes if not n.startswith(budget.source)]  # e.g. an out-of-memory fallback
     sec.row(f"{size}px {steps} steps, offloaded under {b.args.max_vram:g} GiB",
             f"{o_seconds:.2f} s ({fifty(o_seconds, denoise, steps, 50):.1f} s at 50 steps), {peak_text(memory)}"
@@ -265,7 +283,7 @@ def large(b: Bench, sec) -> None:
 def compiled(b: Bench, sec) -> None:
     b.cast(b.fastest)
     image = b.image(b.args.size)
-    for batch in dict.fromkeys((b.default_batch, 1)):
+    for batch in b.tile_batches():
         if sec.left() < b.compile_seconds:
             sec.note(f"tile batch {batch}: no time left for a compile")
             continue
@@ -366,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-backend", default=None, help="default inductor; CPU: eager (dynamo only, quick)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--reference", default=None, help="reference fixtures folder (small files only)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (sections, caps, sizes, the --max-vram "
+                   "tiles) and exit: no models, no device needed")
     args = p.parse_args(argv)
     if args.tiny:  # sizes a CPU runs in seconds per image
         defaults = {"size": 128, "steps": 2, "batch": 4, "large": "256:2,512:1", "lowvram": "256:2", "runs": 1}
@@ -378,20 +398,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.dtypes = args.dtypes.split(",")
     args.large = [tuple(int(x) for x in item.split(":")) for item in args.large.split(",") if item]
     args.lowvram_size, args.lowvram_steps = (int(x) for x in args.lowvram.split(":"))
+    if cpu and "fp16" in args.dtypes:
+        args.dtypes = ["bf16" if d == "fp16" else d for d in args.dtypes]  # fp16 on a CPU: ~100x slower
+        args.dtypes = list(dict.fromkeys(["fp32", *args.dtypes]))[:2]
+    unknown = set(args.dtypes) - set(_models.DTYPES)
+    if unknown:
+        p.error(f"unknown dtypes: {', '.join(sorted(unknown))} (use {', '.join(_models.DTYPES)})")
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if "lowvram" in args.sections and not cpu:
+        try:  # the official networks' sizes: a budget too small is refused before any model is built
+            check_max_vram(args.max_vram, _models.DTYPES[args.dtypes[0]])
+        except UsageError as exc:
+            p.error(str(exc))
     return args
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """The plan, from the arguments alone: what a GPU run would do, in what time."""
+    caps = {name: SECTIONS[name][1] for name in args.sections}
+    print(f"device {args.device} (CUDA available here: {torch.cuda.is_available()}), dtypes {args.dtypes}, "
+          f"budget {args.budget:.0f} s, out {args.out}")
+    print(f"  {args.size}px {args.steps} steps x {args.runs} runs; batch of {args.batch}; large "
+          + ", ".join(f"{size}px at {steps} steps" for size, steps in args.large)
+          + f"; lowvram {args.lowvram_size}px at {args.lowvram_steps} steps under --max-vram {args.max_vram:g}")
+    if args.device.startswith("cpu"):
+        print("  lowvram on the CPU: the mechanics only (an offloading budget over the models built), no memory cap")
+    else:
+        budget = check_max_vram(args.max_vram, _models.DTYPES[args.dtypes[0]])  # parse_args refused a bad one
+        fitted, notes = budget.fit(UpscaleSettings().resolved(False, "cuda"), "cuda")
+        print(f"  --max-vram {args.max_vram:g} ({args.dtypes[0]}, full size): offload {budget.offload}, tile batch "
+              f"{fitted.tile_batch}, VAE encoder tile {fitted.vae_encoder_tile}, decoder tile "
+              f"{fitted.vae_decoder_tile}")
+        for note in notes:
+            print(f"    note: {note}")
+    for name, cap in caps.items():
+        print(f"  [{name}] cap {cap} s, starts with >= {SECTIONS[name][2]} s left")
+    print(f"  caps sum to {sum(caps.values())} s of {args.budget:.0f} s (the watchdog ends the run at budget + 5 s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device.startswith("cpu") and "fp16" in args.dtypes:
-        args.dtypes = ["bf16" if d == "fp16" else d for d in args.dtypes]  # fp16 on a CPU: ~100x slower
-        args.dtypes = list(dict.fromkeys(["fp32", *args.dtypes]))[:2]
+    if args.dry_run:
+        return dry_run(args)
     _models.quiet_libraries()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: use --device cpu --tiny for a smoke test, or --dry-run", file=sys.stderr)
+        return 2
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     suite = Suite(Path(args.out), args.budget, environment(device, args.tiny, args.budget))
