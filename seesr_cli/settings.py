@@ -179,7 +179,7 @@ class LoadOptions:
         _choice("dtype", self.dtype, DTYPES)
         if self.max_vram is not None and (isinstance(self.max_vram, bool) or not isinstance(self.max_vram, (int, float))
                                           or not math.isfinite(self.max_vram) or self.max_vram <= 0):
-            raise UsageError(f"max_vram must be a number of GiB > 0; got {self.max_vram!r}")
+            raise UsageError(f"max_vram (--max-vram) must be a number of GiB > 0; got {self.max_vram!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise UsageError(f"threads must be a whole number >= 1; got {self.threads!r}")

@@ -111,7 +111,7 @@ def upscale(
     threads: Threads = None,
     like: Like = None,
     max_vram: Annotated[Optional[float], typer.Option(
-        "--max-vram", rich_help_panel=_WTS, metavar="GB", min=0.1,
+        "--max-vram", rich_help_panel=_WTS, metavar="GB",
         help="Keep GPU memory under GB (GiB): each network on the GPU only while its stage runs, smaller "
              "tile batch and VAE tiles where needed (recorded). Default: the card's size decides; "
              "at 8, a 2048 px output fits.")] = None,

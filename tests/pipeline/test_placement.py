@@ -7,6 +7,8 @@ copy, as to a GPU): every layer that runs is checked to hold copied weights, nev
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -196,6 +198,67 @@ def test_max_vram_is_for_cuda_and_the_default_elsewhere_is_unconstrained():
 def test_max_vram_must_be_a_positive_number_of_gib(bad):
     from seesr_cli.settings import LoadOptions
 
-    with pytest.raises(UsageError, match="max_vram must be a number of GiB > 0"):
+    with pytest.raises(UsageError, match=r"max_vram \(--max-vram\) must be a number of GiB > 0"):
         LoadOptions(max_vram=bad)
     assert LoadOptions(max_vram=7.5).max_vram == 7.5
+
+
+def official_networks(dtype: torch.dtype = torch.float16) -> dict[str, nn.Module]:
+    """Stand-ins with the official networks' sizes, on the meta device (no memory): DAPE in fp32."""
+    networks = {}
+    for name, count in OFFICIAL_PARAMETERS.items():
+        module = nn.Module()
+        module.weight = nn.Parameter(torch.empty(count, device="meta", dtype=torch.float32 if name == "dape" else dtype))
+        networks[name] = module
+    return networks
+
+
+class FakeCard:
+    """torch.cuda as a budget sees it: only the card's total memory; what is free must never be asked."""
+
+    def __init__(self, monkeypatch, total_gib: float):
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda _device: type("Props", (), {"total_memory": int(total_gib * GIB)})())
+
+        def free(*_args):
+            raise AssertionError("a budget must not depend on the memory free at the moment")
+
+        monkeypatch.setattr(torch.cuda, "mem_get_info", free)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", free)
+
+
+def test_the_budget_is_a_function_of_the_value_or_the_card_never_of_free_memory(monkeypatch):
+    cuda, networks = torch.device("cuda", 0), official_networks()
+    FakeCard(monkeypatch, 8)
+    given = memory_budget(8, cuda, networks, torch.float16)
+    assert given == check_max_vram(8, torch.float16)  # the loaded sizes are the official ones
+    assert given.fit(DEFAULT, "cuda") == given.fit(DEFAULT, "cuda") == check_max_vram(8, torch.float16).fit(
+        DEFAULT, "cuda")
+    card = memory_budget(None, cuda, networks, torch.float16)  # an 8 GiB card: its size less 1 GiB
+    assert card.offload and card.limit == 7 * GIB and card.source.startswith("the card's 8.0 GiB")
+    fitted, notes = card.fit(DEFAULT, "cuda")
+    assert fitted.tile_batch < DEFAULT.tile_batch and "--max-vram sets a budget" in notes[0]
+    FakeCard(monkeypatch, 141)
+    assert memory_budget(None, cuda, networks, torch.float16) is None  # a card that holds everything: unchanged
+    assert memory_budget(8, cuda, networks, torch.float16) == given  # the value, whatever the card
+
+
+def test_capped_tiles_are_what_the_result_records_and_its_notes_say(pipe):
+    """A budget that holds 2 tiles per denoise forward but not 4: the image is made, recorded and noted
+    with tile batch 2 (metadata as written next to the image), and equals a run asked for tile batch 2."""
+    from seesr_cli.batch.job import image_metadata
+    from seesr_cli.batch.plan import Job
+
+    settings = UpscaleSettings(**FAST, tile_batch=4)
+    probe = MemoryBudget(1 << 50, "probe", True, {}, 4)
+    need = probe.stage_need("denoise", settings.resolved(False, "cpu").with_(tile_batch=2), "cpu")
+    budget = MemoryBudget(need + GIB // 2, "--max-vram 0.8", True, {}, 4)  # _reserve: half a GiB below 5 GiB
+    assert budget.usable == need
+    result = offloading(pipe, budget).upscale(noisy(), settings)
+    assert result.settings.tile_batch == 2 and result.run["tile_batch"] == 2
+    assert "--max-vram 0.8: tile batch 4 -> 2 (to fit the budget)" in result.notes
+    job = Job(input=Path("in.png"), rel="in.png", output=Path("out.png"), fmt="png", seed=3, action="run")
+    metadata = image_metadata(job, result, base_seed=3)
+    assert '"tile_batch": 2' in metadata["seesr:settings"] and "tile batch 4 -> 2" in metadata["seesr:run"]
+    asked = pipe.upscale(noisy(), UpscaleSettings(**FAST, tile_batch=2))
+    assert np.asarray(asked.image).tobytes() == np.asarray(result.image).tobytes()
