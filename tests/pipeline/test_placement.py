@@ -262,3 +262,13 @@ def test_capped_tiles_are_what_the_result_records_and_its_notes_say(pipe):
     assert '"tile_batch": 2' in metadata["seesr:settings"] and "tile batch 4 -> 2" in metadata["seesr:run"]
     asked = pipe.upscale(noisy(), UpscaleSettings(**FAST, tile_batch=2))
     assert np.asarray(asked.image).tobytes() == np.asarray(result.image).tobytes()
+
+
+@pytest.mark.parametrize("gib, offload, tile_batch, decoder_tile", [
+    (4.5, True, 1, 128), (6, True, 2, 160), (8, True, 4, 192), (12, True, 8, 224), (16, False, 8, 224)])
+def test_the_budgets_table_of_docs_cli_md(gib, offload, tile_batch, decoder_tile):
+    for dtype in (torch.float16, torch.bfloat16):
+        budget = check_max_vram(gib, dtype)
+        fitted, _ = budget.fit(DEFAULT, "cuda")
+        assert (budget.offload, fitted.tile_batch, fitted.vae_decoder_tile) == (offload, tile_batch, decoder_tile)
+        assert fitted.vae_encoder_tile == DEFAULT.vae_encoder_tile
