@@ -1,20 +1,21 @@
 """Issue 13's GPU figures in one run: full-size random weights, each section under a time budget.
 
-    python bench/gpu_suite.py --out $OUT                        # one H200/H100: ~9 minutes
-    python bench/gpu_suite.py --device cpu --tiny --out bench/out/smoke   # smoke test, ~2 min on a CPU
+    python bench/gpu_suite.py --dry-run                         # the plan; no models, no GPU
+    python bench/gpu_suite.py --out $OUT                        # one H200/H100: at most ~9 minutes
+    python bench/gpu_suite.py --device cpu --tiny --out /tmp/smoke   # smoke test on a CPU (bench/README.md)
 
 Sections, in this order (cheap and certain first; the compiles last):
-  eager     512x512 output, 50 steps, eager fp16 and bf16 at the default tile batch (8) and at 1
+  eager     512x512 output, 50 steps, eager fp16 and bf16 (tile batch 1 too when the size makes several tiles)
   kernels   one ControlNet+UNet forward per dtype: ms, profile per kind of kernel (why fp16 is slower)
-  lowvram   2048x2048 at the budget `--max-vram 8` gives: resident vs offloaded at the same tiles (the
+  lowvram   2048x2048 at the tiles `--max-vram 8` gives: resident vs offloaded at the same tiles (the
             cost in seconds, the pixel difference), offloaded under set_per_process_memory_fraction(8 GiB)
             with each stage's peak against its estimate
   large     2048x2048 and 4096x4096 outputs, eager fp16: seconds (fewer steps, scaled to 50) and peak VRAM
-  compiled  torch.compile with CUDA graphs at the default tile batch and at 1, in the faster dtype: first
-            image (the compile), seconds per image, pixels vs eager
-  batch     64 images of 512x512 output, compiled: images/hour (SeeSRPipeline.upscale_many when the
-            cross-image batching is there, else one image at a time), pixels of one vs eager
-  turbo     SeeSR-Turbo settings (2 steps, no guidance): seconds per image, eager and compiled
+  compiled  torch.compile with CUDA graphs in the faster dtype: first image (the compile), seconds per
+            image, pixels vs eager
+  batch     64 images of 512x512 output, compiled: images/hour (SeeSRPipeline.upscale_many in groups
+            when the cross-image batching is there, else one image at a time), pixels of one vs eager
+  turbo     SeeSR-Turbo settings (2 steps, no guidance): seconds per image, eager (and compiled if time is left)
 Results: OUT/gpu_suite.json (everything) and OUT/gpu_suite.md (the table), rewritten after each
 section, and by a watchdog when the total budget runs out.
 """
@@ -25,7 +26,6 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (bench/README.md)
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -37,6 +37,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # this checkout's seesr_cli, whatever is installed
 import _kernels  # noqa: E402
 import _models  # noqa: E402
+from _gpu_plan import NETWORKS, Bench, dry_run, parse_args  # noqa: E402
 from _suite import (  # noqa: E402
     GIB,
     Suite,
@@ -47,59 +48,12 @@ from _suite import (  # noqa: E402
     peak_text,
     pixel_diff,
     reset_peak,
+    sync,
     timed,
 )
-from bench_pipeline import lr_image  # noqa: E402
 
-from seesr_cli.core.geometry import latent_tiles, plan_geometry  # noqa: E402
-from seesr_cli.errors import UsageError  # noqa: E402
-from seesr_cli.pipeline import SeeSRPipeline  # noqa: E402
-from seesr_cli.pipeline.placement import MemoryBudget, check_max_vram, memory_budget, network_bytes  # noqa: E402
-from seesr_cli.pipeline.plan import plan_run  # noqa: E402
-from seesr_cli.settings import DEVICE_BATCH, UpscaleSettings  # noqa: E402
-
-CAST = ("unet", "controlnet", "vae", "text_encoder")  # DAPE stays float32, as the loader keeps it
-NETWORKS = ("dape", "text_encoder", "vae", "controlnet", "unet")
-
-
-class Bench:
-    """The models (built once), the arguments and what sections hand to later ones."""
-
-    def __init__(self, args, device: torch.device, parts: dict):
-        self.args, self.device, self.parts = args, device, parts
-        self.dtype_name = args.dtypes[0]
-        self.default_batch = DEVICE_BATCH[device.type]
-        self.eager: dict = {}  # (dtype, tile batch) -> (seconds, result) of the 512 image
-        self.fastest = args.dtypes[0]
-        self.compiled: dict = {}  # tile batch -> seconds per image
-        self.compile_seconds = 5 if args.tiny else 60  # the least a new shape's compile takes (H100: 60-96 s)
-
-    def cast(self, name: str) -> None:
-        for key in CAST:
-            self.parts[key].to(_models.DTYPES[name])
-        self.dtype_name = name
-
-    def pipe(self, *, turbo: bool = False, budget: MemoryBudget | None = None) -> SeeSRPipeline:
-        return SeeSRPipeline(**self.parts, device=self.device, dtype=_models.DTYPES[self.dtype_name], turbo=turbo,
-                             budget=budget)
-
-    def compiled_pipe(self, turbo: bool = False) -> SeeSRPipeline:
-        return self.pipe(turbo=turbo).compile(mode=self.args.compile_mode, backend=self.args.compile_backend)
-
-    def image(self, size: int, seed: int = 0):
-        lr = max(8, size // 4)
-        return lr_image(lr, lr, seed=seed)
-
-    def tile_batches(self) -> tuple[int, ...]:
-        """The default tile batch, and 1 when `--size` makes several latent tiles (else the same forward)."""
-        settings = self.settings().resolved(False, self.device.type)
-        plan, lr = plan_run(settings, self.device.type), max(8, self.args.size // 4)
-        tiles = latent_tiles(plan_geometry(lr, lr, settings), plan.tile, plan.overlap)
-        return tuple(dict.fromkeys((self.default_batch, 1))) if len(tiles) > 1 else (self.default_batch,)
-
-    def settings(self, **changes) -> UpscaleSettings:
-        return UpscaleSettings(**{"steps": self.args.steps, "seed": self.args.seed, **changes})
-
+from seesr_cli.pipeline.placement import MemoryBudget, memory_budget, network_bytes  # noqa: E402
+from seesr_cli.settings import UpscaleSettings  # noqa: E402
 
 # ----------------------------------------------------------------------------- sections
 
@@ -307,35 +261,53 @@ def compiled(b: Bench, sec) -> None:
 def batch(b: Bench, sec) -> None:
     b.cast(b.fastest)
     images = [b.image(b.args.size, seed=i + 1) for i in range(b.args.batch)]
-    many = hasattr(SeeSRPipeline, "upscale_many")
-    tile_batch = b.default_batch if many or not b.compiled else min(b.compiled, key=b.compiled.get)
-    settings = b.settings(tile_batch=tile_batch)
     pipe = b.compiled_pipe()
-    timed(pipe, images[0], settings, b.device)  # the compile (once per shape)
-    start, results = time.perf_counter(), []
-    if many:  # its signature is the xbatch branch's: (images, one settings per image) is a guess
-        try:
-            results = list(pipe.upscale_many(images, [settings.with_(seed=b.args.seed + i)
-                                                      for i in range(len(images))]))
-            how = "upscale_many (tiles of different images share forwards)"
-        except TypeError as exc:
-            sec.note(f"upscale_many(images, settings per image) refused: {exc}; one image at a time instead")
-            many, start = False, time.perf_counter()
-    if not many:
-        for i, image in enumerate(images):
-            results.append(timed(pipe, image, settings.with_(seed=b.args.seed + i), b.device)[1])
-            if sec.left() < 15:
-                break
-        how = "one image at a time (no SeeSRPipeline.upscale_many here)"
-    seconds = time.perf_counter() - start
-    rate = 3600 * len(results) / seconds
-    reference = timed(b.pipe(), images[0], settings.with_(seed=b.args.seed), b.device)[1]
-    diff = pixel_diff(results[0], reference)
-    sec.data.update(images=len(results), seconds=seconds, per_hour=rate, how=how, tile_batch=tile_batch,
-                    pixels_vs_eager=diff)
-    sec.row(f"{len(results)} of {len(images)} images {b.args.size}px, compiled {b.fastest}, tile batch {tile_batch}",
-            f"{rate:.0f} images/hour ({seconds / len(results):.3f} s/image); {how}", ">= 7000/h")
-    sec.row("pixels of image 1 in the batch vs eager alone", diff_text(diff), "<= 1 LSB")
+    many = hasattr(pipe, "upscale_many")  # cross-image batching: another branch's, where it has landed
+    tile_batch = b.default_batch if many or not b.compiled else min(b.compiled, key=b.compiled.get)
+    # Images per upscale_many call: the batch runner's default group (the tile batch); alone: one.
+    group = (b.args.group or tile_batch) if many else 1
+    per_image = [b.settings(tile_batch=tile_batch, seed=b.args.seed + i) for i in range(len(images))]
+    chunks = [range(i, min(i + group, len(images))) for i in range(0, len(images), group)]
+    how = (f"upscale_many, {group} images per call (their tiles share forwards)" if many
+           else "one image at a time (no SeeSRPipeline.upscale_many here)")
+
+    def run(chunk: range) -> tuple[float, list]:
+        sync(b.device)
+        begin = time.perf_counter()
+        if many:
+            out = list(pipe.upscale_many([images[i] for i in chunk], [per_image[i] for i in chunk]))
+        else:
+            out = [pipe.upscale(images[i], per_image[i]) for i in chunk]
+        sync(b.device)
+        return time.perf_counter() - begin, out
+
+    first, results = run(chunks[0])  # the compile at these shapes: timed apart
+    seconds, timed_images, last = 0.0, 0, first
+    for chunk in chunks[1:]:
+        if sec.left() < 1.5 * last + 10:  # the reference image below needs a few seconds too
+            sec.note(f"stopped after {len(results)} of {len(images)} images: the section's time is spent")
+            break
+        last, out = run(chunk)
+        seconds, timed_images = seconds + last, timed_images + len(out)
+        results += out
+    failed = [f"image {i + 1}: {type(r).__name__}: {r}" for i, r in enumerate(results) if isinstance(r, Exception)]
+    for text in failed[:3]:
+        sec.note(text)
+    rate = 3600 * timed_images / seconds if timed_images else None
+    sec.data.update(images=len(results), timed_images=timed_images, seconds=seconds, first_group_seconds=first,
+                    per_hour=rate, how=how, tile_batch=tile_batch, group=group, failed=len(failed))
+    label = f"{len(results)} of {len(images)} images {b.args.size}px, compiled {b.fastest}, tile batch {tile_batch}"
+    if rate is None:
+        sec.row(label, f"first group only ({first:.1f} s with the compile); {how}", ">= 7000/h")
+    else:
+        sec.row(label, f"{rate:.0f} images/hour ({seconds / timed_images:.3f} s/image over {timed_images} images "
+                f"after the first group, which took {first:.1f} s with the compile); {how}"
+                + (f"; {len(failed)} FAILED" if failed else ""), ">= 7000/h")
+    if not isinstance(results[0], Exception):
+        reference = timed(b.pipe(), images[0], per_image[0], b.device)[1]
+        diff = pixel_diff(results[0], reference)
+        sec.data["pixels_vs_eager"] = diff
+        sec.row("pixels of image 1 in the batch vs eager alone", diff_text(diff), "<= 1 LSB")
 
 
 def turbo(b: Bench, sec) -> None:
@@ -361,89 +333,14 @@ def turbo(b: Bench, sec) -> None:
 
 SECTIONS = {  # name: (function, cap s, minimum s to start), on an H200
     "eager": (eager, 50, 20), "kernels": (kernels, 30, 10), "lowvram": (lowvram, 50, 25),
-    "large": (large, 60, 20), "compiled": (compiled, 190, 60), "batch": (batch, 70, 30), "turbo": (turbo, 40, 15),
+    "large": (large, 60, 20), "compiled": (compiled, 150, 60), "batch": (batch, 150, 60), "turbo": (turbo, 40, 15),
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=os.environ.get("OUT", "bench/out/gpu_suite"))
-    p.add_argument("--budget", type=float, default=540, help="total seconds (sections stop or are skipped)")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--tiny", action="store_true", help="tiny models and sizes: a smoke test")
-    p.add_argument("--sections", default=",".join(SECTIONS))
-    p.add_argument("--dtypes", default="fp16,bf16", help="the first also runs lowvram and large")
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--runs", type=int, default=2, help="timed runs after the warm-up")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--large", default="2048:50,4096:10", help="SIZE:STEPS,... (time scaled to 50 steps)")
-    p.add_argument("--max-vram", type=float, default=8.0)
-    p.add_argument("--lowvram", default="2048:10", help="SIZE:STEPS")
-    p.add_argument("--compile-mode", default=None, help="default reduce-overhead (CUDA graphs); CPU: none")
-    p.add_argument("--compile-backend", default=None, help="default inductor; CPU: eager (dynamo only, quick)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--reference", default=None, help="reference fixtures folder (small files only)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (sections, caps, sizes, the --max-vram "
-                   "tiles) and exit: no models, no device needed")
-    args = p.parse_args(argv)
-    if args.tiny:  # sizes a CPU runs in seconds per image
-        defaults = {"size": 128, "steps": 2, "batch": 4, "large": "256:2,512:1", "lowvram": "256:2", "runs": 1}
-        for key, value in defaults.items():
-            if getattr(args, key) == p.get_default(key):
-                setattr(args, key, value)
-    cpu = args.device.startswith("cpu")
-    args.compile_mode = args.compile_mode or (None if cpu else "reduce-overhead")
-    args.compile_backend = args.compile_backend or ("eager" if cpu else "inductor")
-    args.dtypes = args.dtypes.split(",")
-    args.large = [tuple(int(x) for x in item.split(":")) for item in args.large.split(",") if item]
-    args.lowvram_size, args.lowvram_steps = (int(x) for x in args.lowvram.split(":"))
-    if cpu and "fp16" in args.dtypes:
-        args.dtypes = ["bf16" if d == "fp16" else d for d in args.dtypes]  # fp16 on a CPU: ~100x slower
-        args.dtypes = list(dict.fromkeys(["fp32", *args.dtypes]))[:2]
-    unknown = set(args.dtypes) - set(_models.DTYPES)
-    if unknown:
-        p.error(f"unknown dtypes: {', '.join(sorted(unknown))} (use {', '.join(_models.DTYPES)})")
-    args.sections = [s for s in args.sections.split(",") if s]
-    unknown = set(args.sections) - set(SECTIONS)
-    if unknown:
-        p.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    if "lowvram" in args.sections and not cpu:
-        try:  # the official networks' sizes: a budget too small is refused before any model is built
-            check_max_vram(args.max_vram, _models.DTYPES[args.dtypes[0]])
-        except UsageError as exc:
-            p.error(str(exc))
-    return args
-
-
-def dry_run(args: argparse.Namespace) -> int:
-    """The plan, from the arguments alone: what a GPU run would do, in what time."""
-    caps = {name: SECTIONS[name][1] for name in args.sections}
-    print(f"device {args.device} (CUDA available here: {torch.cuda.is_available()}), dtypes {args.dtypes}, "
-          f"budget {args.budget:.0f} s, out {args.out}")
-    print(f"  {args.size}px {args.steps} steps x {args.runs} runs; batch of {args.batch}; large "
-          + ", ".join(f"{size}px at {steps} steps" for size, steps in args.large)
-          + f"; lowvram {args.lowvram_size}px at {args.lowvram_steps} steps under --max-vram {args.max_vram:g}")
-    if args.device.startswith("cpu"):
-        print("  lowvram on the CPU: the mechanics only (an offloading budget over the models built), no memory cap")
-    else:
-        budget = check_max_vram(args.max_vram, _models.DTYPES[args.dtypes[0]])  # parse_args refused a bad one
-        fitted, notes = budget.fit(UpscaleSettings().resolved(False, "cuda"), "cuda")
-        print(f"  --max-vram {args.max_vram:g} ({args.dtypes[0]}, full size): offload {budget.offload}, tile batch "
-              f"{fitted.tile_batch}, VAE encoder tile {fitted.vae_encoder_tile}, decoder tile "
-              f"{fitted.vae_decoder_tile}")
-        for note in notes:
-            print(f"    note: {note}")
-    for name, cap in caps.items():
-        print(f"  [{name}] cap {cap} s, starts with >= {SECTIONS[name][2]} s left")
-    print(f"  caps sum to {sum(caps.values())} s of {args.budget:.0f} s (the watchdog ends the run at budget + 5 s)")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, SECTIONS, __doc__.splitlines()[0])
     if args.dry_run:
-        return dry_run(args)
+        return dry_run(args, SECTIONS)
     _models.quiet_libraries()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
