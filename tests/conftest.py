@@ -62,3 +62,16 @@ def tiny_weight_paths(fake_hub, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         fake_hub.apply(patch, tmp_path_factory.mktemp("hf_home"))
         return resolve_weights(turbo=True)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny models gain nothing from more, and on shared cores two
+    spinning threads per process make each test many times slower. Autouse in the folders whose tests
+    run tiny pipelines (their conftest.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

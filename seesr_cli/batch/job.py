@@ -24,8 +24,9 @@ class PipelineLoader:
     """
 
     def __init__(self, load: LoadOptions, *, weights_dir: Path | None = None, sd2_repo: str | None = None,
-                 on_status: Callable[[str], None] | None = None, on_weights: Progress | None = None):
-        self.load, self.weights_dir, self.sd2_repo = load, weights_dir, sd2_repo
+                 accept_local: bool = False, on_status: Callable[[str], None] | None = None,
+                 on_weights: Progress | None = None):
+        self.load, self.weights_dir, self.sd2_repo, self.accept_local = load, weights_dir, sd2_repo, accept_local
         self.on_status, self.on_weights = on_status, on_weights
         self._pipe = None
         self.load_seconds = 0.0  # resolving, verifying and loading: reported even when every image fails
@@ -39,7 +40,7 @@ class PipelineLoader:
             start = time.perf_counter()
             try:
                 paths = resolve_weights(weights_dir=self.weights_dir, turbo=self.load.turbo, sd2_repo=self.sd2_repo,
-                                        progress=self.on_weights)
+                                        progress=self.on_weights, accept_local=self.accept_local)
                 self._pipe = self._build(paths)
             finally:
                 self.load_seconds += time.perf_counter() - start

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -13,8 +11,6 @@ from rich.console import Console
 
 from seesr_cli.cli.tables import note_line
 from seesr_cli.errors import UsageError
-
-ACCEPT_LOCAL_ENV = "SEESR_ACCEPT_LOCAL_WEIGHTS"  # read by seesr_cli.weights.resolve
 
 _RUN, _OUT, _ADV, _WTS = "Pipeline", "Input and output", "Advanced", "Weights and device"
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False,
@@ -67,26 +63,19 @@ def local_weights_folder(accept: bool, weights: Path | None) -> str | None:
     return None if folder is None else str(folder)
 
 
-@contextmanager
-def accepting_local_weights(accept: bool, weights: Path | None, *, note: bool = True) -> Iterator[None]:
-    """--accept-local-weights for one command: SEESR_ACCEPT_LOCAL_WEIGHTS=1 while it runs (the weights
-    package reads it, as it reads SEESR_WEIGHTS), and a note saying what is not checked."""
+def accept_local_weights(accept: bool, weights: Path | None, *, note: bool = True) -> bool:
+    """--accept-local-weights (or SEESR_ACCEPT_LOCAL_WEIGHTS=1): whether to pass `accept_local` down to the
+    weights; says once what is not checked. A usage error without a --weights folder (check it up front)."""
+    from seesr_cli.weights.resolve import accepts_local
+
+    accept = accepts_local(accept)
     if not accept:
-        yield
-        return
+        return False
     folder = local_weights_folder(accept, weights)
     if note:
         note_line(Console(stderr=True), f"note: --accept-local-weights: the checkpoints in {folder} are used without "
                   "the release sha256 check; they still load as tensors only (a pickle that holds code is refused)")
-    before = os.environ.get(ACCEPT_LOCAL_ENV)
-    os.environ[ACCEPT_LOCAL_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ACCEPT_LOCAL_ENV, None)
-        else:
-            os.environ[ACCEPT_LOCAL_ENV] = before
+    return True
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", rich_help_panel=_WTS, min=1, metavar="N",
     help="CPU threads for the networks (default: torch's, usually the core count). On the CPU the same "

@@ -128,7 +128,7 @@ def run_on_ray(plan: RayPlan, jobs: list[Job], loader: PipelineLoader, settings:
     from seesr_cli.scaleout.run import run_batch
 
     weights_dir = loader.weights_dir.absolute() if loader.weights_dir is not None else None
-    source = WeightsSource(loader.load.turbo, weights_dir, loader.sd2_repo)
+    source = WeightsSource(loader.load.turbo, weights_dir, loader.sd2_repo, loader.accept_local)
     session = None
     with ray_output_to_log(debug) as console:
         start = time.perf_counter()

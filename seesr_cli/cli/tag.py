@@ -23,8 +23,10 @@ from seesr_cli.cli.options import (
     ThresholdAlias,
     TileSize,
     Weights,
-    accepting_local_weights,
     one_threshold,
+)
+from seesr_cli.cli.options import (
+    accept_local_weights as accept_local_weights_now,
 )
 from seesr_cli.cli.progress import BatchProgress
 from seesr_cli.cli.tables import error_line, tag_lines
@@ -53,20 +55,20 @@ def tag(
                                tag_threshold=one_threshold(tag_threshold, threshold))
     check_tag(settings, weights=weights, device=device)  # before DAPE loads; the defaults filled in after
     settings = settings.resolved()
-    with accepting_local_weights(accept_local_weights, weights):
-        return _tag(images, settings, json_out=json_out, per_tile=per_tile, recursive=recursive,
-                    weights=weights, device=device)
+    accept_local = accept_local_weights_now(accept_local_weights, weights)
+    return _tag(images, settings, json_out=json_out, per_tile=per_tile, recursive=recursive,
+                weights=weights, device=device, accept_local=accept_local)
 
 
 def _tag(images, settings: UpscaleSettings, *, json_out: bool, per_tile: bool, recursive: bool,
-         weights: Path | None, device: str) -> int:
+         weights: Path | None, device: str, accept_local: bool) -> int:
     from seesr_cli.io import load_image
 
     files, problems = discover(images, recursive=recursive)
     err, failed, report = Console(stderr=True), len(problems), []
     for arg, cause in problems:
         error_line(err, arg, cause)
-    tagger = _load_tagger(weights, device) if files else None
+    tagger = _load_tagger(weights, device, accept_local) if files else None
     for item in files:
         try:
             loaded = load_image(item.path)
@@ -83,14 +85,14 @@ def _tag(images, settings: UpscaleSettings, *, json_out: bool, per_tile: bool, r
     return 1 if failed else 0
 
 
-def _load_tagger(weights_dir: Path | None, device: str):
+def _load_tagger(weights_dir: Path | None, device: str, accept_local: bool):
     from seesr_cli.core.device import resolve_device
     from seesr_cli.pipeline.tagging import Tagger
     from seesr_cli.weights import resolve_dape
 
     torch_device = resolve_device(device)
     with BatchProgress(Console(stderr=True)) as view:
-        path = resolve_dape(weights_dir=weights_dir, progress=view.weights_event)
+        path = resolve_dape(weights_dir=weights_dir, progress=view.weights_event, accept_local=accept_local)
     return Tagger.load(path, torch_device)
 
 

@@ -34,8 +34,10 @@ from seesr_cli.cli.options import (
     TileSize,
     Turbo,
     Weights,
-    accepting_local_weights,
     local_weights_folder,
+)
+from seesr_cli.cli.options import (
+    accept_local_weights as accept_local_weights_now,
 )
 from seesr_cli.cli.run import report_folders, run_upscale, show_plan
 from seesr_cli.cli.scale import parse_ray_options
@@ -139,7 +141,7 @@ def upscale(
         settings, load = apply_like(record, ctx, settings, load)
     limits = WorkLimits(max_megapixels, max_tiles)
     check_upscale(settings, load, weights=weights)  # before any work
-    local_weights_folder(accept_local_weights, weights)
+    local_weights_folder(accept_local_weights, weights)  # a usage error without a folder, before any work
     scale_out = parse_ray_options(devices, ray, load.device)  # None: this process
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
     jobs = plan_batch(inputs, options, base_seed=settings.seed)
@@ -153,9 +155,9 @@ def upscale(
         note_line(Console(stderr=True), f"note: {note}")
     if not any(job.action == RUN for job in jobs):
         scale_out = None  # nothing to run: no Ray
-    loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo)
-    with accepting_local_weights(accept_local_weights, weights, note=True):
-        return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet,
-                           debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output),
-                           ray=scale_out)
+    accept_local = accept_local_weights_now(accept_local_weights, weights, note=not quiet)
+    loader = PipelineLoader(load, weights_dir=weights, sd2_repo=sd2_repo, accept_local=accept_local)
+    return run_upscale(jobs, loader, settings, quality, json_out=json_out, quiet=quiet,
+                       debug=debug_enabled(ctx), reports=[] if no_report else report_folders(jobs, output),
+                       ray=scale_out)
 

@@ -18,7 +18,9 @@ from seesr_cli.cli.options import (
     Sd2Repo,
     Turbo,
     Weights,
-    accepting_local_weights,
+)
+from seesr_cli.cli.options import (
+    accept_local_weights as accept_local_weights_now,
 )
 from seesr_cli.cli.progress import BatchProgress
 from seesr_cli.cli.tables import table_console, weights_next_step, weights_row, weights_table
@@ -72,9 +74,10 @@ def weights_command(
     from seesr_cli.core.device import dtype_name, resolve_device, resolve_dtype
     from seesr_cli.weights import SOURCES, describe_weights, is_offline
 
-    with accepting_local_weights(accept_local_weights, weights), BatchProgress(Console(stderr=True)) as view:
+    accept_local = accept_local_weights_now(accept_local_weights, weights)
+    with BatchProgress(Console(stderr=True)) as view:
         rows = describe_weights(weights_dir=weights, turbo=turbo, sd2_repo=sd2_repo, verify=verify,
-                                progress=view.weights_event)
+                                progress=view.weights_event, accept_local=accept_local)
     torch_device = resolve_device(device)
     run = {"device": str(torch_device), "dtype": dtype_name(resolve_dtype(dtype, torch_device))}
     next_step = weights_next_step(rows, {s.key: s.size_bytes or 0 for s in SOURCES}, offline=is_offline())

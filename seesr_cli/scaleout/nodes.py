@@ -40,6 +40,7 @@ class WeightsSource:
     turbo: bool = False
     weights_dir: Path | None = None
     sd2_repo: str | None = None
+    accept_local: bool = False  # --accept-local-weights
 
 
 def start_ray(plan: RayPlan) -> Path | None:
@@ -87,7 +88,7 @@ def prepare_weights(source: WeightsSource, progress: Progress | None = None) -> 
 
     def resolve() -> None:
         resolve_weights(weights_dir=source.weights_dir, turbo=source.turbo, sd2_repo=source.sd2_repo,
-                        progress=seen)
+                        progress=seen, accept_local=source.accept_local)
 
     from filelock import FileLock
 

@@ -61,7 +61,8 @@ class UpscaleWorker:
         self.spec = spec
         self.mailbox = ray.get_actor(spec.mailbox)
         self.loader = PipelineLoader(spec.load, weights_dir=spec.source.weights_dir, sd2_repo=spec.source.sd2_repo,
-                                     on_status=self._status, on_weights=self._weights)
+                                     accept_local=spec.source.accept_local, on_status=self._status,
+                                     on_weights=self._weights)
         self.prepared = False
         self.key: int | None = None
         self.last: tuple[str, float] = ("", 0.0)

@@ -19,11 +19,16 @@ from seesr_cli.weights.hub import Located, NotFound, Progress, from_hub
 from seesr_cli.weights.manifest import DAPE_KEYS, LOCAL_NAME, LOCAL_OPTIONAL, LOCAL_ROOT, SEESR_KEYS, Source, sources
 from seesr_cli.weights.verify import VerifiedRecord, verify
 
-ACCEPT_LOCAL_ENV = "SEESR_ACCEPT_LOCAL_WEIGHTS"  # `--accept-local-weights`: your own files in DIR, unchecked
+ACCEPT_LOCAL_ENV = "SEESR_ACCEPT_LOCAL_WEIGHTS"  # as `--accept-local-weights`: your own files in DIR, unchecked
 
 
-def _from_layout(src: Source, weights_dir: Path) -> Located | None:
-    if os.environ.get(ACCEPT_LOCAL_ENV, "") not in ("", "0"):
+def accepts_local(accept_local: bool = False) -> bool:
+    """`--accept-local-weights` (passed down), or SEESR_ACCEPT_LOCAL_WEIGHTS=1 in the environment."""
+    return accept_local or os.environ.get(ACCEPT_LOCAL_ENV, "") not in ("", "0")
+
+
+def _from_layout(src: Source, weights_dir: Path, accept_local: bool = False) -> Located | None:
+    if accept_local:
         src = replace(src, sha256=())  # no release digest to match; pickles.py still refuses code
     root = weights_dir / LOCAL_ROOT.get(src.key, "")
     files = (LOCAL_NAME[src.key],) if src.key in LOCAL_NAME else src.files
@@ -36,11 +41,11 @@ def _from_layout(src: Source, weights_dir: Path) -> Located | None:
 
 
 def locate(src: Source, *, weights_dir: Path | None, dirs: CacheDirs, mode: str,
-            progress: Progress | None) -> Located:
+           progress: Progress | None, accept_local: bool = False) -> Located:
     """mode "local": cache or DIR only; "fill": the cache first, the Hub for what is missing;
     "refresh": ask the Hub first (`seesr download`), the cache when it cannot be reached."""
     if weights_dir is not None:
-        found = _from_layout(src, weights_dir)
+        found = _from_layout(src, weights_dir, accept_local)
         if found is not None:
             return found
     if mode == "refresh" and not is_offline():
@@ -54,13 +59,14 @@ def locate(src: Source, *, weights_dir: Path | None, dirs: CacheDirs, mode: str,
 
 
 def _locate_all(keys: Iterable[str], table: dict[str, Source], *, weights_dir: Path | None,
-                dirs: CacheDirs, mode: str, progress: Progress | None) -> dict[str, Located]:
+                dirs: CacheDirs, mode: str, progress: Progress | None, accept_local: bool) -> dict[str, Located]:
     """Every part, or ONE WeightsError naming every part that is missing and how to get it."""
     found: dict[str, Located] = {}
     failures: list[tuple[Source, NotFound]] = []
     for key in keys:
         try:
-            found[key] = locate(table[key], weights_dir=weights_dir, dirs=dirs, mode=mode, progress=progress)
+            found[key] = locate(table[key], weights_dir=weights_dir, dirs=dirs, mode=mode, progress=progress,
+                                accept_local=accept_local)
         except NotFound as exc:
             failures.append((table[key], exc))
     if failures:
@@ -102,11 +108,11 @@ class WeightPaths:
 
 
 def _resolve(keys: tuple[str, ...], *, weights_dir: str | Path | None, sd2_repo: str | None, mode: str,
-             progress: Progress | None) -> tuple[dict[str, Located], Path, dict[str, str]]:
+             progress: Progress | None, accept_local: bool = False) -> tuple[dict[str, Located], Path, dict[str, str]]:
     """Locate every part (one error for all that are missing), verify, then convert DAPE."""
     dirs = cache_dirs()
     found = _locate_all(keys, sources(sd2_repo), weights_dir=weights_folder(weights_dir), dirs=dirs,
-                        mode=mode, progress=progress)
+                        mode=mode, progress=progress, accept_local=accepts_local(accept_local))
     record = VerifiedRecord.in_cache(dirs)
     verify(found, record, progress)  # before anything is unpickled
     dape = compact_dape(found, dirs, record, progress)
@@ -128,12 +134,16 @@ def _provenance(found: dict[str, Located], record: VerifiedRecord, progress: Pro
 
 
 def resolve_weights(*, weights_dir: str | Path | None = None, turbo: bool = False, download: bool = True,
-                    sd2_repo: str | None = None, progress: Progress | None = None) -> WeightPaths:
+                    sd2_repo: str | None = None, progress: Progress | None = None,
+                    accept_local: bool = False) -> WeightPaths:
     """Every part a run needs: from `weights_dir` (or SEESR_WEIGHTS) or the cache, downloading what is
-    missing unless `download` is False or HF_HUB_OFFLINE is set; verified; DAPE converted once."""
+    missing unless `download` is False or HF_HUB_OFFLINE is set; verified; DAPE converted once.
+    `accept_local`: files in `weights_dir` need not be the release files (no sha256 to match; the
+    safe loader still refuses any pickle that holds code)."""
     keys = SEESR_KEYS + (("turbo",) if turbo else ())
     found, dape, provenance = _resolve(keys, weights_dir=weights_dir, sd2_repo=sd2_repo,
-                                       mode="fill" if download else "local", progress=progress)
+                                       mode="fill" if download else "local", progress=progress,
+                                       accept_local=accept_local)
     return _paths(found, dape, provenance)
 
 
@@ -145,10 +155,10 @@ def _paths(found: dict[str, Located], dape: Path, provenance: dict[str, str]) ->
 
 
 def resolve_dape(*, weights_dir: str | Path | None = None, download: bool = True,
-                 progress: Progress | None = None) -> Path:
+                 progress: Progress | None = None, accept_local: bool = False) -> Path:
     """Only what `seesr tag` needs: the compact DAPE file (RAM + DAPE.pth + tag files)."""
     return _resolve(DAPE_KEYS, weights_dir=weights_dir, sd2_repo=None,
-                    mode="fill" if download else "local", progress=progress)[1]
+                    mode="fill" if download else "local", progress=progress, accept_local=accept_local)[1]
 
 
 def download_all(*, turbo: bool = False, sd2_repo: str | None = None,

@@ -9,7 +9,7 @@ from seesr_cli.weights.cache import CacheDirs, cache_dirs
 from seesr_cli.weights.compact import compact_name
 from seesr_cli.weights.hub import Located, NotFound, Progress
 from seesr_cli.weights.manifest import DAPE_KEYS, SEESR_KEYS, sources
-from seesr_cli.weights.resolve import locate, weights_folder
+from seesr_cli.weights.resolve import accepts_local, locate, weights_folder
 from seesr_cli.weights.verify import VerifiedRecord
 
 
@@ -29,7 +29,8 @@ class WeightStatus:
 
 
 def describe_weights(*, weights_dir: str | Path | None = None, turbo: bool = False, sd2_repo: str | None = None,
-                     verify: bool = False, progress: Progress | None = None) -> list[WeightStatus]:
+                     verify: bool = False, progress: Progress | None = None,
+                     accept_local: bool = False) -> list[WeightStatus]:
     """Where each part is and whether it is verified. Never downloads; hashes only with `verify`."""
     dirs, table, local_dir = cache_dirs(), sources(sd2_repo), weights_folder(weights_dir)
     record = VerifiedRecord.in_cache(dirs)
@@ -38,7 +39,8 @@ def describe_weights(*, weights_dir: str | Path | None = None, turbo: bool = Fal
     for key in SEESR_KEYS + (("turbo",) if turbo else ()):
         src = table[key]
         try:
-            loc = found[key] = locate(src, weights_dir=local_dir, dirs=dirs, mode="local", progress=None)
+            loc = found[key] = locate(src, weights_dir=local_dir, dirs=dirs, mode="local", progress=None,
+                                      accept_local=accepts_local(accept_local))
         except NotFound as exc:
             rows.append(WeightStatus(key, src.what, src.label(), None, None, "missing", src.licence, str(exc)))
             continue

@@ -23,15 +23,7 @@ RUN_KEYS = {"format", "seesr_cli", "torch", "diffusers", "transformers", "device
 STAGES = {"dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads; on shared cores they lose a lot."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

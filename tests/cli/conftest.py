@@ -18,14 +18,8 @@ def weights_env(tiny_components, fake_hub, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and other test processes may share the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Torch on one thread for every test here (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ the docs and the help give. No models: these run in seconds.
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -112,11 +113,16 @@ def test_weights_size_is_the_manifests_sum_everywhere():
         assert not re.search(r"\b1[24] GB", flat), doc  # the two figures the docs gave before
 
 
-def test_accept_local_names_one_variable():
-    from seesr_cli.cli.options import ACCEPT_LOCAL_ENV
-    from seesr_cli.weights.resolve import ACCEPT_LOCAL_ENV as read_by_weights
+def test_accept_local_is_passed_down_not_set_in_the_environment(monkeypatch):
+    """--accept-local-weights reaches the weights as an argument; the command leaves os.environ alone."""
+    from seesr_cli.cli.options import accept_local_weights
+    from seesr_cli.weights.resolve import ACCEPT_LOCAL_ENV
 
-    assert ACCEPT_LOCAL_ENV == read_by_weights
+    monkeypatch.delenv(ACCEPT_LOCAL_ENV, raising=False)
+    assert accept_local_weights(True, Path("w"), note=False) is True and ACCEPT_LOCAL_ENV not in os.environ
+    assert accept_local_weights(False, Path("w"), note=False) is False
+    monkeypatch.setenv(ACCEPT_LOCAL_ENV, "1")  # the environment's spelling of the flag
+    assert accept_local_weights(False, Path("w"), note=False) is True
 
 
 # ----------------------------------------------------------------------------- progress

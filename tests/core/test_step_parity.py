@@ -73,15 +73,22 @@ def test_lre_start_and_schedule(step):
     close(scheduler.alphas_cumprod, io["alphas_cumprod"])
 
 
-@pytest.mark.parametrize("case", ["first_step", "t999"])
-def test_guided_step(step, case):
+def _guided_denoiser(step) -> GuidedDenoiser:
+    """The fixture's step as the pipeline sets it up: its prompt (as compose_prompt builds it) and
+    the default negative prompt, the RAM states, the uint8 control image, guidance 5.5."""
     io = step["io"]
     with torch.no_grad():
         text = encode_prompts(step["tokenizer"], step["text_encoder"], [PROMPT])
         negative = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT])
     control = io["controlnet_cond_uint8_hwc"].permute(2, 0, 1).unsqueeze(0).float() / 255.0
     cond = TileConditioning(text, io["ram_encoder_hidden_states"], negative, control)
-    denoiser = GuidedDenoiser(step["unet"], step["controlnet"], cond, guidance=5.5, conditioning_scale=1.0)
+    return GuidedDenoiser(step["unet"], step["controlnet"], cond, guidance=5.5, conditioning_scale=1.0)
+
+
+@pytest.mark.parametrize("case", ["first_step", "t999"])
+def test_guided_step(step, case):
+    io = step["io"]
+    denoiser = _guided_denoiser(step)
     latents = io["lre_latents"] if case == "first_step" else io["latents"]
     t = io[f"{case}.timestep"][0]
     height, width = latents.shape[-2:]
@@ -107,12 +114,7 @@ def test_guided_step(step, case):
 def test_sampling_loop_first_step_matches(step):
     """The loop itself (scale_model_input, step, generator) gives the fixture's first step."""
     io = step["io"]
-    with torch.no_grad():
-        text = encode_prompts(step["tokenizer"], step["text_encoder"], [PROMPT])
-        negative = encode_prompts(step["tokenizer"], step["text_encoder"], [DEFAULT_NEGATIVE_PROMPT])
-    control = io["controlnet_cond_uint8_hwc"].permute(2, 0, 1).unsqueeze(0).float() / 255.0
-    cond = TileConditioning(text, io["ram_encoder_hidden_states"], negative, control)
-    denoiser = GuidedDenoiser(step["unet"], step["controlnet"], cond, guidance=5.5, conditioning_scale=1.0)
+    denoiser = _guided_denoiser(step)
     height, width = io["lre_latents"].shape[-2:]
     box = [Box(0, 0, height, width)]
     scheduler = make_scheduler("ddpm", step["scheduler_config"])

@@ -1,5 +1,4 @@
-"""Pipeline tests run torch on one thread: tiny models gain nothing from more, and on shared cores
-two spinning threads per process make each test many times slower."""
+"""Pipeline tests run torch on one thread (tests/conftest.py: one_thread)."""
 
 from __future__ import annotations
 
@@ -7,10 +6,5 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here."""

@@ -264,7 +264,8 @@ def test_official_layout_checks_the_release_checksums(tmp_path, monkeypatch, off
     monkeypatch.delenv("SEESR_SOURCES")  # the manifest's real sha256: the tiny DAPE.pth is not the release
     with pytest.raises(WeightsError, match=r"DAPE.pth: sha256 mismatch.*a7028be2.*--accept-local-weights"):
         weights.resolve_weights(weights_dir=layout)
-    monkeypatch.setenv("SEESR_ACCEPT_LOCAL_WEIGHTS", "1")  # what the flag sets
+    assert weights.resolve_weights(weights_dir=layout, accept_local=True).dape.is_file()  # the flag
+    monkeypatch.setenv("SEESR_ACCEPT_LOCAL_WEIGHTS", "1")  # its environment spelling
     assert weights.resolve_weights(weights_dir=layout).dape.is_file()
     monkeypatch.delenv("SEESR_ACCEPT_LOCAL_WEIGHTS")
     accept = tmp_path / "accept.json"  # the per-part override still works too
