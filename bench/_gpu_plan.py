@@ -31,10 +31,16 @@ class Bench:
         self.fastest = args.dtypes[0]
         self.compiled: dict = {}  # tile batch -> seconds per image
         self.compile_seconds = 5 if args.tiny else 60  # the least a new shape's compile takes (H100: 60-96 s)
+        # The weights as built, in CPU RAM (outside any VRAM peak): every cast starts from them, so fp16
+        # after a bf16 section is the same fp16 as before it (a round trip through bf16 would round it).
+        self.master = {key: {name: t.detach().to("cpu", copy=True) for name, t in parts[key].state_dict().items()}
+                       for key in CAST}
 
     def cast(self, name: str) -> None:
+        dtype = _models.DTYPES[name]
         for key in CAST:
-            self.parts[key].to(_models.DTYPES[name])
+            module = self.parts[key].to(dtype)
+            module.load_state_dict(self.master[key])  # copies into the cast tensors, in their dtype
         self.dtype_name = name
 
     def pipe(self, *, turbo: bool = False, budget: MemoryBudget | None = None) -> SeeSRPipeline:

@@ -58,3 +58,30 @@ def test_cpu_smoke_runs_the_eager_and_lowvram_sections_and_writes_the_json(refer
     rows = {what: value for what, value, _ in sections["lowvram"]["rows"]}
     assert rows["pixels offloaded vs resident (same tiles)"].startswith("max 0 LSB")
     assert "| lowvram | cost of offloading (same tiles) |" in (tmp_path / "gpu_suite.md").read_text()
+
+
+CAST_ROUND_TRIP = """
+import sys, torch
+sys.path[:0] = ["bench", "."]
+import _models
+from _gpu_plan import CAST, Bench, parse_args
+from gpu_suite import SECTIONS
+args = parse_args(["--device", "cpu", "--tiny"], SECTIONS, "test")
+parts = _models.tiny_components("cpu", "fp32", seed=1)
+bench = Bench(args, torch.device("cpu"), parts)
+before = {key: {n: t.clone() for n, t in parts[key].state_dict().items()} for key in CAST}
+bench.cast("bf16")
+assert all(t.dtype == torch.bfloat16 for t in parts["unet"].parameters())
+bench.cast("fp32")
+for key in CAST:
+    after = parts[key].state_dict()
+    assert all(torch.equal(before[key][n], after[n]) for n in before[key]), key
+print("round trip exact")
+"""
+
+
+def test_a_cast_back_gives_the_weights_as_built_not_rounded_through_the_other_dtype(reference_dir):
+    """Sections cast the models between fp16 and bf16: compiled-vs-eager pixels must compare the same weights."""
+    run = subprocess.run([sys.executable, "-c", CAST_ROUND_TRIP], capture_output=True, text=True, timeout=300,
+                         cwd=REPO_ROOT, env={**os.environ, "SEESR_REFERENCE_FIXTURES": str(reference_dir)})
+    assert run.returncode == 0 and "round trip exact" in run.stdout, run.stderr[-3000:]
