@@ -31,10 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO_ROOT))
 
-from seesr_cli.weights.convert import read_tag_list, read_thresholds  # noqa: E402
 from seesr_cli.models.controlnet import SeeSRControlNet  # noqa: E402
 from seesr_cli.models.dape import DAPE, DAPEConfig  # noqa: E402
 from seesr_cli.models.unet import SeeSRUNet  # noqa: E402
+from seesr_cli.weights.convert import read_tag_list, read_thresholds  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -163,7 +163,9 @@ class LoadOptions:
     on accelerators as the official script, fp32 on the CPU), fp32, fp16 or bf16. turbo: the
     SD-Turbo base (official test_seesr_turbo.py). compile: torch.compile ControlNet + UNet.
     threads: torch's intra-op CPU threads (process-wide; None: leave torch's own count). On
-    the CPU the thread count changes float rounding, so results record it.
+    the CPU the thread count changes float rounding, so results record it. max_vram: a CUDA
+    memory budget in GiB (`pipeline/placement.py`): networks kept in CPU RAM between their
+    stages and smaller tiles where needed; None: the card's own size decides.
     """
 
     device: str = "auto"
@@ -171,9 +173,13 @@ class LoadOptions:
     turbo: bool = False
     compile: bool = False
     threads: int | None = None
+    max_vram: float | None = None  # GiB
 
     def __post_init__(self) -> None:
         _choice("dtype", self.dtype, DTYPES)
+        if self.max_vram is not None and (isinstance(self.max_vram, bool) or not isinstance(self.max_vram, (int, float))
+                                          or not math.isfinite(self.max_vram) or self.max_vram <= 0):
+            raise UsageError(f"max_vram (--max-vram) must be a number of GiB > 0; got {self.max_vram!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise UsageError(f"threads must be a whole number >= 1; got {self.threads!r}")

@@ -23,7 +23,7 @@ def test_load_time_fields_are_not_image_settings():
     assert not names & {"device", "dtype", "turbo", "compile"}
     with pytest.raises(TypeError):
         UpscaleSettings(dtype="fp32")  # not silently ignored: refused
-    assert {f.name for f in fields(LoadOptions)} == {"device", "dtype", "turbo", "compile", "threads"}
+    assert {f.name for f in fields(LoadOptions)} == {"device", "dtype", "turbo", "compile", "threads", "max_vram"}
 
 
 def test_resolved_fills_every_model_default():

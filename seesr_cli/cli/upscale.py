@@ -113,6 +113,11 @@ def upscale(
     dtype: Dtype = "auto",
     threads: Threads = None,
     like: Like = None,
+    max_vram: Annotated[Optional[float], typer.Option(
+        "--max-vram", rich_help_panel=_WTS, metavar="GB",
+        help="Keep GPU memory under GB (GiB): each network on the GPU only while its stage runs, smaller "
+             "tile batch and VAE tiles where needed (recorded). Default: the card's size decides; "
+             "at 8, a 2048 px output fits.")] = None,
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
         help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
@@ -135,7 +140,8 @@ def upscale(
         start=start, sampler=sampler, color_fix=color_fix, tile_size=tile_size,
         tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompts=tile_prompts,
         tile_window=tile_window, tag_threshold=tag_threshold)
-    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads)
+    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads,
+                       max_vram=max_vram)
     record = read_like(like) if like is not None else None  # before any work: a bad RESULT is exit 2
     if record is not None:
         settings, load = apply_like(record, ctx, settings, load)

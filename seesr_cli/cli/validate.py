@@ -53,6 +53,13 @@ def check_device(load: LoadOptions) -> list[str]:
         device = resolve_device(name)
     except UsageError as exc:
         raise UsageError(f"--device {name}: {exc}") from None
+    if load.max_vram is not None:
+        if device.type != "cuda":
+            raise UsageError(f"--max-vram applies to CUDA GPUs; the device here is {device.type}")
+        from seesr_cli.core.device import resolve_dtype
+        from seesr_cli.pipeline.placement import check_max_vram
+
+        check_max_vram(load.max_vram, resolve_dtype(load.dtype, device))
     if device.type != "cpu":
         return []
     # Measured on an AVX-512 CPU (torch 2.13, one thread): a 64-channel 3x3 convolution takes

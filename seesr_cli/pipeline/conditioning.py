@@ -39,7 +39,7 @@ def tag(run: StageRun, dape, crops: list[Image.Image], batch: int, work: list[in
     def attempt(option: Batching):
         return analyse(dape, crops, batch=option.batch, should_cancel=run.should_cancel)
 
-    with run.timed("dape", work):
+    with run.timed("dape", work), run.placed("dape"):
         (embeds, probs), used = run.retry("DAPE", Batching(batch), attempt, smaller_batch)
     return embeds, probs, used.batch
 
@@ -51,7 +51,7 @@ def encode_text(run: StageRun, tokenizer, text_encoder, prompts: list[str], batc
         return encode_prompts(tokenizer, text_encoder, prompts, batch_size=option.batch,
                               should_cancel=run.should_cancel)
 
-    with run.timed("text", work):
+    with run.timed("text", work), run.placed("text"):
         states, used = run.retry("the text encoder", Batching(batch), attempt, smaller_batch)
     return states, used.batch
 

@@ -59,7 +59,7 @@ def denoise(run: StageRun, models: dict, forward: Callable, latents: list[torch.
             tile_conds = [_per_tile(cond, parents) for cond, (_, parents) in zip(conds, split)]
         return _sample(run, models, forward, latents, tile_conds, tiles, settings, option.batch, generators)
 
-    with run.timed("denoise", [len(image) for image in boxes]):
+    with run.timed("denoise", [len(image) for image in boxes]), run.placed("denoise"):
         return run.retry("the denoise stage", Batching(plan.tile_batch), attempt,
                          lambda option: shrink(option, extent, minimum=MIN_LATENT_TILE, step=8),
                          unit="split into latent tiles of")

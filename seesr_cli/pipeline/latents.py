@@ -37,7 +37,7 @@ def encode_lr(run: StageRun, vae, controls: list[torch.Tensor], noises: list[tor
                                      should_cancel=run.should_cancel)
 
     run.emit("encode", 0, 1)
-    with run.timed("vae_encode", _areas(controls)):
+    with run.timed("vae_encode", _areas(controls)), run.placed("vae_encode"):
         lr_latents, used = run.retry(
             "the VAE encoder", option, attempt,
             lambda current: shrink(current, extent, minimum=MIN_ENCODER_TILE, step=8), unit="encoder tiles")
@@ -58,7 +58,7 @@ def decode(run: StageRun, vae, latents: list[torch.Tensor], option: Batching) ->
                                      batch_size=current.batch, should_cancel=run.should_cancel)
 
     run.emit("decode", 0, 1)
-    with run.timed("vae_decode", _areas(latents)):
+    with run.timed("vae_decode", _areas(latents)), run.placed("vae_decode"):
         images, used = run.retry(
             "the VAE decoder", option, attempt,
             lambda current: shrink(current, extent, minimum=MIN_DECODER_TILE, step=1), unit="decoder tiles")

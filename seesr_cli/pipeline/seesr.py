@@ -23,6 +23,7 @@ from seesr_cli.pipeline import record
 from seesr_cli.pipeline.compiled import CompiledForward
 from seesr_cli.pipeline.group import Finished, run_group, run_record, tile_records
 from seesr_cli.pipeline.images import SourceImage, as_source
+from seesr_cli.pipeline.placement import MemoryBudget, Placement, memory_budget
 from seesr_cli.pipeline.plan import group_key
 from seesr_cli.pipeline.stage import ProgressEvent, StageRun
 from seesr_cli.settings import LoadOptions, UpscaleSettings
@@ -52,25 +53,36 @@ class UpscaleResult:
     run: dict = field(default_factory=dict)
 
 
+# One image of a group: its pixels, its resolved settings and the notes it starts with.
+_Item = tuple[SourceImage, UpscaleSettings, list[str]]
+
+
 class SeeSRPipeline:
     """Loaded once, reused across images. Call `upscale(image, settings)`, or `upscale_many` for
-    images whose tiles should share forwards."""
+    images whose tiles should share forwards.
+
+    `budget` (`placement.memory_budget`): a CUDA memory budget; with `budget.offload` the networks
+    stay in CPU RAM and each stage brings its own to `device`; None: all of them on `device`."""
 
     def __init__(self, *, unet, controlnet, vae, text_encoder, tokenizer, scheduler_config, dape,
-                 device: torch.device, dtype: torch.dtype, turbo: bool = False, weights: dict | None = None):
+                 device: torch.device, dtype: torch.dtype, turbo: bool = False, weights: dict | None = None,
+                 budget: MemoryBudget | None = None):
         self.unet, self.controlnet, self.vae = unet, controlnet, vae
         self.text_encoder, self.tokenizer, self.dape = text_encoder, tokenizer, dape
         self.scheduler_config = dict(scheduler_config)
         self.device, self.dtype, self.turbo = device, dtype, turbo
         self.weights = dict(weights or {})  # part -> sha256 or Hub revision (WeightPaths.provenance)
         self._forward = controlled_noise
+        self.budget = budget
+        networks = {"dape": dape, "text_encoder": text_encoder, "vae": vae, "controlnet": controlnet, "unet": unet}
+        self.placement = Placement(networks, device, offload=budget is not None and budget.offload)
 
     @classmethod
     def from_pretrained(cls, paths, options: LoadOptions | None = None, **changes) -> SeeSRPipeline:
         """Load every component from resolved weight paths (`seesr_cli.weights.WeightPaths`).
 
         `options` (default `LoadOptions()`), with keyword `changes` to it: device, dtype, turbo,
-        compile, threads (set process-wide with `torch.set_num_threads`).
+        compile, threads (set process-wide with `torch.set_num_threads`), max_vram (GiB, CUDA).
         """
         from seesr_cli.pipeline.loading import load_components
 
@@ -79,10 +91,16 @@ class SeeSRPipeline:
             torch.set_num_threads(options.threads)
         torch_device = resolve_device(options.device)
         torch_dtype = resolve_dtype(options.dtype, torch_device)
-        parts = load_components(paths, device=torch_device, dtype=torch_dtype, turbo=options.turbo)
-        pipe = cls(**parts, device=torch_device, dtype=torch_dtype, turbo=options.turbo,
+        # Loaded in CPU RAM first on a GPU: the placement decides what goes to the card.
+        home = torch.device("cpu") if torch_device.type == "cuda" else torch_device
+        parts = load_components(paths, device=home, dtype=torch_dtype, turbo=options.turbo)
+        budget = memory_budget(options.max_vram, torch_device, parts, torch_dtype)
+        pipe = cls(**parts, device=torch_device, dtype=torch_dtype, turbo=options.turbo, budget=budget,
                    weights=record.used_weights(getattr(paths, "provenance", None), options.turbo))
-        return pipe.compile() if options.compile else pipe
+        if not options.compile:
+            return pipe
+        # Offloaded weights change address at every stage: CUDA graphs would be recorded again each time.
+        return pipe.compile(mode=None) if pipe.placement.offload else pipe.compile()
 
     def compile(self, mode: str | None = "reduce-overhead", backend: str = "inductor") -> SeeSRPipeline:
         """torch.compile ControlNet + UNet as one graph. With CUDA graphs ("reduce-overhead")
@@ -123,24 +141,26 @@ class SeeSRPipeline:
         if len(per_image) != len(images):
             raise InternalError(f"{len(images)} images but {len(per_image)} settings")
         out: list[UpscaleResult | Exception | None] = [None] * len(images)
-        groups: dict[tuple, list[tuple[int, SourceImage, UpscaleSettings]]] = {}
+        groups: dict[tuple, list[tuple[int, _Item]]] = {}
         for i, (image, image_settings) in enumerate(zip(images, per_image)):
             try:
-                item = (i, as_source(image), image_settings.resolved(self.turbo, self.device.type))
+                source = as_source(image)
             except UsageError as exc:  # a bad array: that image's failure
                 out[i] = exc
                 continue
-            groups.setdefault(group_key(item[2]), []).append(item)
+            resolved, notes = image_settings.resolved(self.turbo, self.device.type), []
+            if self.budget is not None:  # a function of --max-vram (or the card's size), never of free memory
+                resolved, notes = self.budget.fit(resolved, self.device.type)
+            groups.setdefault(group_key(resolved), []).append((i, (source, resolved, notes)))
         for members in groups.values():
-            results = self._upscale_group([(source, s) for _, source, s in members], on_progress, should_cancel)
-            for (i, _, _), result in zip(members, results):
+            results = self._upscale_group([item for _, item in members], on_progress, should_cancel)
+            for (i, _), result in zip(members, results):
                 out[i] = result
         return out
 
-    def _upscale_group(self, items: list[tuple[SourceImage, UpscaleSettings]], on_progress,
-                       should_cancel) -> list[UpscaleResult | Exception]:
+    def _upscale_group(self, items: list[_Item], on_progress, should_cancel) -> list[UpscaleResult | Exception]:
         try:
-            done = self._run(items, on_progress, should_cancel, [[] for _ in items])
+            done = self._run(items, on_progress, should_cancel)
         except (Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - handed back with its traceback, or each image retried alone
@@ -152,8 +172,8 @@ class SeeSRPipeline:
             if finished.image is None and self.dtype != torch.float32:
                 note = f"{FALLBACK_NOTE}{dtype_name(self.dtype)} gave non-finite values; redone in fp32"
                 try:
-                    finished = self._run_fp32([(item[0], finished.settings)], on_progress, should_cancel,
-                                              [[*finished.notes, note]])[0]
+                    finished = self._run_fp32([(item[0], finished.settings, [*finished.notes, note])],
+                                              on_progress, should_cancel)[0]
                 except (Cancelled, KeyboardInterrupt):
                     raise
                 except Exception as exc:  # noqa: BLE001 - that image's failure, with its traceback
@@ -180,7 +200,7 @@ class SeeSRPipeline:
                 model.to(dtype)
             self.dtype = dtype
 
-    def _run(self, items: list[tuple[SourceImage, UpscaleSettings]], on_progress, should_cancel,
-             notes: list[list[str]]) -> list[Finished]:
-        run = StageRun(self.device, should_cancel, on_progress, notes=[list(n) for n in notes])
-        return run_group(self, [source for source, _ in items], [s for _, s in items], run)
+    def _run(self, items: list[_Item], on_progress, should_cancel) -> list[Finished]:
+        run = StageRun(self.device, should_cancel, on_progress, notes=[list(notes) for _, _, notes in items],
+                       placement=self.placement)
+        return run_group(self, [source for source, _, _ in items], [s for _, s, _ in items], run)

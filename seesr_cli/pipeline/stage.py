@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -14,6 +14,7 @@ import torch
 from seesr_cli.core import FALLBACK_NOTE
 from seesr_cli.core.device import empty_cache, is_out_of_memory
 from seesr_cli.errors import Cancelled, DeviceOutOfMemory
+from seesr_cli.pipeline.placement import Placement
 from seesr_cli.pipeline.plan import Batching
 
 TIMED_STAGES = ("dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix")
@@ -47,6 +48,7 @@ class StageRun:
     on_progress: Callable[[ProgressEvent], None] | None = None
     notes: list[list[str]] = field(default_factory=lambda: [[]])  # per image
     timings: list[dict[str, float]] = field(default_factory=list)  # per image
+    placement: Placement | None = None  # None: every network stays where it is
 
     def __post_init__(self) -> None:
         if not self.timings:
@@ -75,6 +77,10 @@ class StageRun:
             shares = list(work) if work is not None and sum(work) > 0 else [1.0] * len(self.timings)
             for timings, share in zip(self.timings, shares):
                 timings[stage] = timings.get(stage, 0.0) + elapsed * share / sum(shares)
+
+    def placed(self, stage: str) -> AbstractContextManager[None]:
+        """The stage's networks on the device for the block (`Placement.stage`; resident: nothing moves)."""
+        return nullcontext() if self.placement is None else self.placement.stage(stage)
 
     def retry(self, stage: str, first: Batching, attempt: Callable[[Batching], _R],
               shrink: Callable[[Batching], Batching | None], unit: str = "tiles") -> tuple[_R, Batching]:

@@ -53,6 +53,10 @@ USAGE = [
     (["upscale", "a.png", "--suffix", "../x"], "--suffix '../x': must be part of a file name"),
     (["upscale", "a.png", "--dtype", "fp16", "--device", "cpu"], "--dtype fp16 on the CPU"),
     (["upscale", "a.png", "--max-tiles", "0"], "--max-tiles must be >= 1"),
+    (["upscale", "a.png", "--max-vram", "8", "--device", "cpu"], "--max-vram applies to CUDA GPUs"),
+    (["upscale", "a.png", "--max-vram", "0"], "max_vram (--max-vram) must be a number of GiB > 0; got 0.0"),
+    (["upscale", "a.png", "--max-vram", "-2"], "max_vram (--max-vram) must be a number of GiB > 0; got -2.0"),
+    (["upscale", "a.png", "--max-vram", "nan"], "max_vram (--max-vram) must be a number of GiB > 0; got nan"),
     (["tag", "a.png", "--scale", "1000"], "--scale 1000: at most 16"),
     (["tag", "a.png", "--tile-overlap", "100"], "--tile-overlap 100 must be smaller than the tile size"),
 ]
@@ -66,6 +70,16 @@ def test_bad_options_exit_2_at_once_with_a_message_naming_the_option(args, messa
     assert "internal error" not in result.stderr
     assert result.seconds < 5
     assert not Path("x.gif").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "nan", "inf", "8"])
+def test_a_bad_max_vram_is_one_error_line_not_a_usage_screen(value):
+    """--max-vram 8 on this machine: the device is no CUDA GPU (or, with one, it is accepted: skipped)."""
+    if value == "8" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke("upscale", "a.png", "--max-vram", value)
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "Usage:" not in result.stderr
+    assert "--max-vram" in error_text(result)
 
 
 def test_cuda_on_a_machine_without_cuda_is_refused_before_anything_loads():
