@@ -2,7 +2,7 @@
 
 `UpscaleSettings` is what an image gets (it changes the pixels and is recorded in every
 result); `LoadOptions` is how the pipeline is loaded (device, dtype, turbo base, compile,
-CPU threads).
+CPU threads and kernels).
 Defaults are the official `test_seesr.py` ones (SEESR.md section 3) unless a comment says
 why we differ.
 """
@@ -20,6 +20,7 @@ COLOR_FIXES = ("adain", "wavelet", "none")
 STARTS = ("lr", "noise")
 TILE_PROMPTS = ("tile", "global")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+CPU_KERNELS = ("onednn", "stock")  # seesr_cli.models.cpu_fast, or PyTorch's own modules
 TILE_WINDOWS = ("linear", "gaussian")  # core.tiling.WINDOWS; "gaussian" is the official window
 DEFAULT_GUIDANCE = 5.5
 DEFAULT_OVERLAP = 16  # latent px (official script: 4); per-tile prompts want a wider cross-fade
@@ -164,6 +165,9 @@ class LoadOptions:
     SD-Turbo base (official test_seesr_turbo.py). compile: torch.compile ControlNet + UNet.
     threads: torch's intra-op CPU threads (process-wide; None: leave torch's own count). On
     the CPU the thread count changes float rounding, so results record it.
+    cpu_kernels: on the CPU in fp32, "onednn" runs ControlNet + UNet through
+    `seesr_cli.models.cpu_fast` (~0.8x the time; the same maths, pixels differ by float
+    rounding), "stock" through PyTorch's own modules. Results record which ran.
     """
 
     device: str = "auto"
@@ -171,9 +175,11 @@ class LoadOptions:
     turbo: bool = False
     compile: bool = False
     threads: int | None = None
+    cpu_kernels: str = "onednn"
 
     def __post_init__(self) -> None:
         _choice("dtype", self.dtype, DTYPES)
+        _choice("cpu_kernels", self.cpu_kernels, CPU_KERNELS)
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise UsageError(f"threads must be a whole number >= 1; got {self.threads!r}")

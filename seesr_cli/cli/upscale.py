@@ -19,6 +19,7 @@ from seesr_cli.cli.options import (
     _RUN,
     _WTS,
     AcceptLocal,
+    CpuKernels,
     Device,
     Dtype,
     Inputs,
@@ -111,6 +112,7 @@ def upscale(
              "(the documentation linked in `seesr --help`).")] = None,
     dtype: Dtype = "auto",
     threads: Threads = None,
+    cpu_kernels: CpuKernels = "onednn",
     like: Like = None,
     compile_models: Annotated[bool, typer.Option(
         "--compile", rich_help_panel=_WTS,
@@ -129,7 +131,8 @@ def upscale(
         start=start, sampler=sampler, color_fix=color_fix, tile_size=tile_size,
         tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompts=tile_prompts,
         tile_window=tile_window, tag_threshold=tag_threshold)
-    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads)
+    load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads,
+                       cpu_kernels=cpu_kernels)
     record = read_like(like) if like is not None else None  # before any work: a bad RESULT is exit 2
     if record is not None:
         settings, load = apply_like(record, ctx, settings, load)

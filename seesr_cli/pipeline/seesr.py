@@ -78,7 +78,7 @@ class SeeSRPipeline:
         """Load every component from resolved weight paths (`seesr_cli.weights.WeightPaths`).
 
         `options` (default `LoadOptions()`), with keyword `changes` to it: device, dtype, turbo,
-        compile, threads (set process-wide with `torch.set_num_threads`).
+        compile, threads (set process-wide with `torch.set_num_threads`), cpu_kernels.
         """
         from seesr_cli.pipeline.loading import load_components
 
@@ -87,7 +87,8 @@ class SeeSRPipeline:
             torch.set_num_threads(options.threads)
         torch_device = resolve_device(options.device)
         torch_dtype = resolve_dtype(options.dtype, torch_device)
-        parts = load_components(paths, device=torch_device, dtype=torch_dtype, turbo=options.turbo)
+        parts = load_components(paths, device=torch_device, dtype=torch_dtype, turbo=options.turbo,
+                                cpu_kernels=options.cpu_kernels)
         pipe = cls(**parts, device=torch_device, dtype=torch_dtype, turbo=options.turbo,
                    weights=record.used_weights(getattr(paths, "provenance", None), options.turbo))
         return pipe.compile() if options.compile else pipe
@@ -171,7 +172,8 @@ class SeeSRPipeline:
             image, array = finish(colorfix.apply(settings.color_fix, decoded.float(), control), source, geometry.out)
         run.emit("colorfix", 1, 1)
         what_ran = record.run_record(device=self.device, dtype=self.dtype, turbo=self.turbo, plan=plan,
-                                     geometry=geometry, weights=self.weights, notes=run.notes)
+                                     geometry=geometry, weights=self.weights, notes=run.notes,
+                                     kernels=record.kernels(self.unet, self.controlnet))
         tiles = record.tile_records(boxes, geometry, prompts.tags, prompts.prompts)
         result = UpscaleResult(image, prompts.prompts, settings.seed, run.notes, dict(run.timings), array, settings,
                                tiles, what_ran)
