@@ -166,7 +166,7 @@ class LoadOptions:
     threads: torch's intra-op CPU threads (process-wide; None: leave torch's own count). On
     the CPU the thread count changes float rounding, so results record it.
     cpu_kernels: on the CPU in fp32, "onednn" runs ControlNet + UNet through
-    `seesr_cli.models.cpu_fast` (~0.8x the time; the same maths, pixels differ by float
+    `seesr_cli.models.cpu_fast` (0.8-0.9x the CPU time; the same maths, pixels differ by float
     rounding), "stock" through PyTorch's own modules. Results record which ran.
     """
 

@@ -82,7 +82,7 @@ Threads = Annotated[Optional[int], typer.Option(
          "bytes need the same count; results record it (`--like` reuses it).")]
 CpuKernels = Annotated[Literal["onednn", "stock"], typer.Option(
     "--cpu-kernels", rich_help_panel=_WTS, envvar="SEESR_CPU_KERNELS",
-    help="ControlNet+UNet kernels on the CPU in fp32: onednn (~0.8x the time; pixels differ from stock "
+    help="ControlNet+UNet kernels on the CPU in fp32: onednn (0.8-0.9x the CPU time; pixels differ from stock "
          "by float rounding only) or stock (PyTorch's own modules). Results record which ran (`--like` "
          "reuses it).")]
 Like = Annotated[Optional[Path], typer.Option(

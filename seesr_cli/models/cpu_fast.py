@@ -25,9 +25,9 @@ pipeline switches UNet + ControlNet on the CPU in float32 unless `LoadOptions.cp
 is "stock" (`seesr_cli.pipeline.loading`); results record which ran (`kernels_in_use`).
 
 Cost/benefit (bench/bench_models.py, full size, batch 2, latent 64x64, 2 threads; numbers in
-bench/README.md): 0.74-0.84x the CPU time of the stock step and no compile step: the first
-call packs the convolution weights (20-35 s more than a step on a loaded 2-core machine), a
-second tile shape costs nothing extra.
+bench/README.md): 0.74-0.92x the CPU time of the stock step (huge pages narrow the gap) and
+no compile step: the first call packs the convolution weights (14-67 s more than a step on a
+loaded 2-core machine), a second tile shape costs nothing extra.
 Memory: the packed convolution weights are a second copy, +3.1 GB for SeeSR's UNet and
 ControlNet (10.2 GB peak instead of ~7). torch.compile (inductor, freezing) was measured as
 the alternative: ~20 min of compile per tile shape on this CPU and a second frozen copy of
