@@ -2,7 +2,7 @@
 
 `UpscaleSettings` is what an image gets (it changes the pixels and is recorded in every
 result); `LoadOptions` is how the pipeline is loaded (device, dtype, turbo base, compile,
-CPU threads).
+CPU threads and kernels).
 Defaults are the official `test_seesr.py` ones (SEESR.md section 3) unless a comment says
 why we differ.
 """
@@ -20,6 +20,7 @@ COLOR_FIXES = ("adain", "wavelet", "none")
 STARTS = ("lr", "noise")
 TILE_PROMPTS = ("tile", "global")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+CPU_KERNELS = ("onednn", "stock")  # seesr_cli.models.cpu_fast, or PyTorch's own modules
 TILE_WINDOWS = ("linear", "gaussian")  # core.tiling.WINDOWS; "gaussian" is the official window
 DEFAULT_GUIDANCE = 5.5
 DEFAULT_OVERLAP = 16  # latent px (official script: 4); per-tile prompts want a wider cross-fade
@@ -166,6 +167,9 @@ class LoadOptions:
     the CPU the thread count changes float rounding, so results record it. max_vram: a CUDA
     memory budget in GiB (`pipeline/placement.py`): networks kept in CPU RAM between their
     stages and smaller tiles where needed; None: the card's own size decides.
+    cpu_kernels: on the CPU in fp32, "onednn" runs ControlNet + UNet through
+    `seesr_cli.models.cpu_fast` (0.8-0.9x the CPU time; the same maths, pixels differ by float
+    rounding), "stock" through PyTorch's own modules. Results record which ran.
     """
 
     device: str = "auto"
@@ -174,9 +178,11 @@ class LoadOptions:
     compile: bool = False
     threads: int | None = None
     max_vram: float | None = None  # GiB
+    cpu_kernels: str = "onednn"
 
     def __post_init__(self) -> None:
         _choice("dtype", self.dtype, DTYPES)
+        _choice("cpu_kernels", self.cpu_kernels, CPU_KERNELS)
         if self.max_vram is not None and (isinstance(self.max_vram, bool) or not isinstance(self.max_vram, (int, float))
                                           or not math.isfinite(self.max_vram) or self.max_vram <= 0):
             raise UsageError(f"max_vram (--max-vram) must be a number of GiB > 0; got {self.max_vram!r}")

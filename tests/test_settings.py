@@ -23,7 +23,7 @@ def test_load_time_fields_are_not_image_settings():
     assert not names & {"device", "dtype", "turbo", "compile"}
     with pytest.raises(TypeError):
         UpscaleSettings(dtype="fp32")  # not silently ignored: refused
-    assert {f.name for f in fields(LoadOptions)} == {"device", "dtype", "turbo", "compile", "threads", "max_vram"}
+    assert {f.name for f in fields(LoadOptions)} == {"device", "dtype", "turbo", "compile", "threads", "max_vram", "cpu_kernels"}
 
 
 def test_resolved_fills_every_model_default():
@@ -68,3 +68,6 @@ def test_load_options_are_validated():
         LoadOptions(dtype="fp8")
     with pytest.raises(UsageError, match="device"):
         LoadOptions(device="")
+    assert LoadOptions(cpu_kernels="stock").cpu_kernels == "stock"
+    with pytest.raises(UsageError, match="cpu_kernels must be one of onednn, stock; got 'mkl'"):
+        LoadOptions(cpu_kernels="mkl")

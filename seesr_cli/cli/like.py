@@ -2,7 +2,9 @@
 
 From RESULT: its settings (every default resolved, fallbacks included), the seed (RESULT's
 own for one input image, else its base seed, each image's seed derived from its path), the
-dtype, the turbo base and the CPU thread count. Options given on the command line win.
+dtype, the turbo base, the CPU thread count and, for a CPU result, its kernels (a CPU result
+without "kernels" predates `seesr_cli.models.cpu_fast`: stock). Options given on the command
+line win.
 On the same device kind with the same library versions this writes the same pixels.
 """
 
@@ -28,6 +30,7 @@ class LikeRecord:
     dtype: str
     threads: int
     turbo: bool
+    cpu_kernels: str | None = None  # a CPU result's kernels; None: RESULT ran elsewhere
 
 
 def read_like(path: Path) -> LikeRecord:
@@ -49,10 +52,12 @@ def read_like(path: Path) -> LikeRecord:
     try:
         settings = UpscaleSettings.from_dict(_json_object(meta["seesr:settings"]))
         record = LikeRecord(path, settings, int(meta["seesr:seed"]), int(meta["seesr:base-seed"]),
-                            str(run["dtype"]), int(run["threads"]), bool(run["turbo"]))
+                            str(run["dtype"]), int(run["threads"]), bool(run["turbo"]),
+                            str(run.get("kernels", "stock")) if run.get("device") == "cpu" else None)
     except (KeyError, TypeError, ValueError, UsageError) as exc:
         raise UsageError(f"{where}: damaged seesr metadata ({one_line(exc)})") from None
-    LoadOptions(dtype=record.dtype, threads=record.threads)  # the same checks as options given here
+    # The same checks as options given here.
+    LoadOptions(dtype=record.dtype, threads=record.threads, cpu_kernels=record.cpu_kernels or "onednn")
     return record
 
 
@@ -77,6 +82,8 @@ def apply_like(record: LikeRecord, ctx, settings: UpscaleSettings,
     values = {**record.settings.to_dict(), "seed": record.base_seed}
     values.update({name: value for name, value in settings.to_dict().items() if name in given})
     changes = {"dtype": record.dtype, "threads": record.threads, "turbo": record.turbo}
+    if record.cpu_kernels is not None:
+        changes["cpu_kernels"] = record.cpu_kernels
     load = replace(load, **{name: value for name, value in changes.items() if name not in given})
     return UpscaleSettings.from_dict(values), load
 

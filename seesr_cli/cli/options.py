@@ -80,6 +80,11 @@ Threads = Annotated[Optional[int], typer.Option(
     "--threads", rich_help_panel=_WTS, min=1, metavar="N",
     help="CPU threads for the networks (default: torch's, usually the core count). On the CPU the same "
          "bytes need the same count; results record it (`--like` reuses it).")]
+CpuKernels = Annotated[Literal["onednn", "stock"], typer.Option(
+    "--cpu-kernels", rich_help_panel=_WTS, envvar="SEESR_CPU_KERNELS",
+    help="ControlNet+UNet kernels on the CPU in fp32: onednn (0.8-0.9x the CPU time; pixels differ from stock "
+         "by float rounding only) or stock (PyTorch's own modules). Results record which ran (`--like` "
+         "reuses it).")]
 Like = Annotated[Optional[Path], typer.Option(
     "--like", rich_help_panel=_RUN, metavar="RESULT", dir_okay=False,
     help="Redo as RESULT (a seesr output) was made: its settings, dtype, tile batch, threads, and seed: "

@@ -19,6 +19,7 @@ from seesr_cli.cli.options import (
     _RUN,
     _WTS,
     AcceptLocal,
+    CpuKernels,
     Device,
     Dtype,
     Inputs,
@@ -112,6 +113,7 @@ def upscale(
              "(the documentation linked in `seesr --help`).")] = None,
     dtype: Dtype = "auto",
     threads: Threads = None,
+    cpu_kernels: CpuKernels = "onednn",
     like: Like = None,
     max_vram: Annotated[Optional[float], typer.Option(
         "--max-vram", rich_help_panel=_WTS, metavar="GB",
@@ -141,7 +143,7 @@ def upscale(
         tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompts=tile_prompts,
         tile_window=tile_window, tag_threshold=tag_threshold)
     load = LoadOptions(device=device, dtype=dtype, turbo=turbo, compile=compile_models, threads=threads,
-                       max_vram=max_vram)
+                       max_vram=max_vram, cpu_kernels=cpu_kernels)
     record = read_like(like) if like is not None else None  # before any work: a bad RESULT is exit 2
     if record is not None:
         settings, load = apply_like(record, ctx, settings, load)

@@ -86,7 +86,8 @@ def run_group(pipe, sources: list[SourceImage], settings: list[UpscaleSettings],
 def run_record(pipe, done: Finished) -> dict:
     """The `seesr:run` record of a finished image."""
     return record.run_record(device=pipe.device, dtype=done.dtype, turbo=pipe.turbo, plan=done.plan,
-                             geometry=done.geometry, weights=pipe.weights, notes=done.notes)
+                             geometry=done.geometry, weights=pipe.weights, notes=done.notes,
+                             kernels=record.kernels(pipe.unet, pipe.controlnet))
 
 
 def tile_records(done: Finished) -> list[dict]:

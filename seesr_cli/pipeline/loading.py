@@ -29,11 +29,14 @@ def _scheduler_config(folder: Path) -> dict:
         raise WeightsError(f"{path}: cannot read the scheduler config ({exc})") from exc
 
 
-def load_components(paths, *, device: torch.device, dtype: torch.dtype, turbo: bool = False) -> dict:
+def load_components(paths, *, device: torch.device, dtype: torch.dtype, turbo: bool = False,
+                    cpu_kernels: str = "onednn") -> dict:
     """Tokenizer, text encoder, VAE, SeeSR UNet + ControlNet, DAPE and the scheduler config.
 
     Turbo (official test_seesr_turbo.py): text encoder, VAE, scheduler and base UNet
     from sd-turbo, with SeeSR's image attentions laid over that UNet.
+    cpu_kernels: "onednn" switches UNet + ControlNet to `seesr_cli.models.cpu_fast` when they
+    run on the CPU in float32 (`LoadOptions.cpu_kernels`); "stock" leaves PyTorch's modules.
     """
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
@@ -65,6 +68,10 @@ def load_components(paths, *, device: torch.device, dtype: torch.dtype, turbo: b
         model.to(device)
         model.eval()
         model.requires_grad_(False)
+    if cpu_kernels == "onednn" and device.type == "cpu" and dtype == torch.float32:
+        from seesr_cli.models.cpu_fast import use_onednn
+
+        use_onednn(unet, controlnet)
     return {
         "unet": unet,
         "controlnet": controlnet,

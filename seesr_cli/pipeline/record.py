@@ -74,12 +74,20 @@ def tile_records(boxes: list[Box], geometry: Geometry, tags: list[list[str]], pr
             for i, box in enumerate(boxes)]
 
 
+def kernels(*models) -> str:
+    """Which ControlNet + UNet kernels ran: "onednn" (`seesr_cli.models.cpu_fast`) or "stock"."""
+    from seesr_cli.models.cpu_fast import kernels_in_use
+
+    return kernels_in_use(*models)
+
+
 def run_record(*, device: torch.device, dtype: torch.dtype, turbo: bool, plan: RunPlan, geometry: Geometry,
-               weights: dict[str, str], notes: list[str]) -> dict:
+               weights: dict[str, str], notes: list[str], kernels: str) -> dict:
     """The `seesr:run` block: versions, where and how it ran, the effective tiles and batches.
 
     No timings: an image's bytes depend only on the image, its settings and what ran, never on how
-    long it took (the seconds per stage travel with the run's results into the report instead)."""
+    long it took (the seconds per stage travel with the run's results into the report instead).
+    kernels: "onednn" or "stock" (`kernels`): on the CPU they round differently."""
     return {
         "format": RUN_FORMAT,
         **library_versions(),
@@ -87,6 +95,7 @@ def run_record(*, device: torch.device, dtype: torch.dtype, turbo: bool, plan: R
         "device_name": device_name(device),
         "dtype": dtype_name(dtype),
         "threads": torch.get_num_threads(),
+        "kernels": kernels,
         "turbo": turbo,
         "tile": plan.tile,
         "overlap": plan.overlap,

@@ -82,7 +82,8 @@ class SeeSRPipeline:
         """Load every component from resolved weight paths (`seesr_cli.weights.WeightPaths`).
 
         `options` (default `LoadOptions()`), with keyword `changes` to it: device, dtype, turbo,
-        compile, threads (set process-wide with `torch.set_num_threads`), max_vram (GiB, CUDA).
+        compile, threads (set process-wide with `torch.set_num_threads`), max_vram (GiB, CUDA),
+        cpu_kernels.
         """
         from seesr_cli.pipeline.loading import load_components
 
@@ -93,7 +94,8 @@ class SeeSRPipeline:
         torch_dtype = resolve_dtype(options.dtype, torch_device)
         # Loaded in CPU RAM first on a GPU: the placement decides what goes to the card.
         home = torch.device("cpu") if torch_device.type == "cuda" else torch_device
-        parts = load_components(paths, device=home, dtype=torch_dtype, turbo=options.turbo)
+        kernels = options.cpu_kernels if torch_device.type == "cpu" else "stock"  # home is the CPU on a GPU too
+        parts = load_components(paths, device=home, dtype=torch_dtype, turbo=options.turbo, cpu_kernels=kernels)
         budget = memory_budget(options.max_vram, torch_device, parts, torch_dtype)
         pipe = cls(**parts, device=torch_device, dtype=torch_dtype, turbo=options.turbo, budget=budget,
                    weights=record.used_weights(getattr(paths, "provenance", None), options.turbo))
@@ -107,7 +109,12 @@ class SeeSRPipeline:
         this removes the per-kernel launch cost that dominates a 64x64-latent step on a fast
         GPU. Each (tile shape, batch) compiles once, on its first tile (progress says so), and
         is reused for every image after it: worth it for batches. The VAE stays eager: its tiles
-        take each image's own size, so it would recompile for nearly every image."""
+        take each image's own size, so it would recompile for nearly every image. On the CPU the
+        stock modules are compiled (dynamo cannot trace `--cpu-kernels onednn`'s packed-weight ops;
+        Inductor makes its own oneDNN fusions), and the record says "stock"."""
+        from seesr_cli.models.cpu_fast import use_stock
+
+        use_stock(self.unet, self.controlnet)
         self._forward = CompiledForward(mode, backend)
         return self
 

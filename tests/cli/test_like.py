@@ -76,6 +76,31 @@ def test_like_writes_the_same_pixels(offline, tmp_path):
     assert third == {**settings, "steps": 1}
 
 
+def test_like_reuses_the_cpu_kernels(offline, tmp_path, monkeypatch):
+    """--cpu-kernels stock is recorded and --like runs stock again (default: onednn); the
+    environment's SEESR_CPU_KERNELS counts as given and wins over RESULT's."""
+    monkeypatch.delenv("SEESR_CPU_KERNELS", raising=False)
+    noisy_png(tmp_path / "a.png")
+    made = invoke("upscale", "a.png", "-o", "stock.png", *FAST, "--threads", "1", "--cpu-kernels", "stock")
+    assert made.exit_code == 0, made.stderr
+    fast = invoke("upscale", "a.png", "-o", "fast.png", *FAST, "--threads", "1")
+    assert fast.exit_code == 0, fast.stderr
+    again = invoke("upscale", "a.png", "--like", "stock.png", "-o", "again.png")
+    assert again.exit_code == 0, again.stderr
+
+    def kernels(name: str) -> str:
+        return json.loads(read_metadata(tmp_path / name)["seesr:run"])["kernels"]
+
+    assert [kernels(n) for n in ("stock.png", "fast.png", "again.png")] == ["stock", "onednn", "stock"]
+    assert pixels(tmp_path / "again.png") == pixels(tmp_path / "stock.png")
+    monkeypatch.setenv("SEESR_CPU_KERNELS", "onednn")
+    env = invoke("upscale", "a.png", "--like", "stock.png", "-o", "env.png")
+    assert env.exit_code == 0, env.stderr
+    assert kernels("env.png") == "onednn"
+    bad = invoke("upscale", "a.png", "-o", "bad.png", *FAST, "--cpu-kernels", "mkl")
+    assert bad.exit_code == 2
+
+
 def test_like_with_several_inputs_uses_the_base_seed(offline, tmp_path):
     noisy_png(tmp_path / "in" / "a.png")
     noisy_png(tmp_path / "in" / "b.png", seed=1)

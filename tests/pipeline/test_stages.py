@@ -85,9 +85,13 @@ def test_every_forward_runs_at_the_fixed_batch_shape(pipe, monkeypatch):
     assert {s[0] for s in shapes["vae_encode"]} == {s[0] for s in shapes["vae_decode"]} == {1}
 
 
-def test_a_tile_does_not_depend_on_its_batch_mates(pipe):
+@pytest.mark.parametrize("kernels", ["onednn", "stock"])
+def test_a_tile_does_not_depend_on_its_batch_mates(tiny_weight_paths, pipe, kernels):
     """At one batch shape a row's output is bit-identical whatever the other rows hold and wherever
-    it sits, so padding a batch (or sharing it with other tiles) changes no tile."""
+    it sits, so padding a batch (or sharing it with other tiles) changes no tile. Both CPU kernels
+    (`LoadOptions.cpu_kernels`)."""
+    if kernels == "stock":
+        pipe = SeeSRPipeline.from_pretrained(tiny_weight_paths, device="cpu", cpu_kernels="stock")
     g = torch.Generator().manual_seed(0)
     cond = TileConditioning(torch.randn(4, 77, 32, generator=g), torch.randn(4, 145, 512, generator=g),
                             torch.randn(1, 77, 32, generator=g), torch.rand(1, 3, 256, 256, generator=g))
@@ -102,7 +106,9 @@ def test_a_tile_does_not_depend_on_its_batch_mates(pipe):
     first = row([0, 1], 0)
     assert torch.equal(first, row([0, 3], 0)) and torch.equal(first, row([2, 0], 1))
     assert torch.equal(first, row([0, 0], 0))  # padded with a copy of itself
-    assert not torch.equal(first, row([0], 0))  # another batch shape: other rounding (so it is fixed)
+    if kernels == "stock":  # another batch shape: other rounding (so it is fixed). oneDNN's GEMMs
+        # happen to round alike at these tiny shapes; nothing promises it at others.
+        assert not torch.equal(first, row([0], 0))
 
 
 def test_free_memory_has_no_say(pipe, monkeypatch):
