@@ -69,11 +69,11 @@ def test_sizes_and_scales(pipe, size, scale):
 
 
 def test_large_image(pipe):
-    """2000 x 1500 (3 MP at scale 1): 20 blended tiles, tiled VAE; one step keeps it ~1 min on 2 cores."""
-    result = run(pipe, lr_image(2000, 1500, seed=3), scale=1, steps=1, tile_size=64, tile_overlap=8)
-    check_result(result, (2000, 1500))
-    assert len(result.prompts) == len(result.tiles) == 20
-    covered = np.zeros((1500, 2000), bool)
+    """1280 x 960 (1.2 MP at scale 1): 12 blended tiles, tiled VAE; one step keeps it ~30 s on a core."""
+    result = run(pipe, lr_image(1280, 960, seed=3), scale=1, steps=1, tile_size=48, tile_overlap=8)
+    check_result(result, (1280, 960))
+    assert len(result.prompts) == len(result.tiles) == 12  # latent 160 x 120: 4 x 3 tiles of 48, overlap 8
+    covered = np.zeros((960, 1280), bool)
     for tile in result.tiles:
         left, top, width, height = tile["box"]
         covered[top : top + height, left : left + width] = True
@@ -162,16 +162,6 @@ def test_non_finite_reduced_precision_is_redone_in_fp32(tiny_weight_paths, monke
     assert result.run["dtype"] == "fp32" and result.run["notes"] == result.notes  # what actually ran
     check_result(result, (96, 96))
     assert pipe.unet.dtype == torch.bfloat16 and pipe.dtype == torch.bfloat16
-
-
-def test_compiled_forward_is_the_same_network(tiny_weight_paths):
-    """`compile` routes every step through one compiled ControlNet+UNet function (here the
-    "eager" backend: the wiring, not Inductor, is under test) and changes no pixel."""
-    pipe = SeeSRPipeline.from_pretrained(tiny_weight_paths, device="cpu")
-    image = lr_image(24, 16, seed=9)
-    plain = run(pipe, image, seed=2).image
-    pipe.compile(mode=None, backend="eager")
-    assert same(plain, run(pipe, image, seed=2).image)
 
 
 def test_the_loaded_tokenizer_gives_the_official_ids(pipe, reference_dir):
