@@ -125,7 +125,7 @@ def upscale(
         help="torch.compile the networks (CUDA graphs): ~3x faster per image on a GPU after a "
              "one-off compile of about 1-2 minutes; for batches.")] = False,
     group: Annotated[Optional[int], typer.Option(
-        "--group", rich_help_panel=_WTS, min=1, metavar="N",
+        "--group", rich_help_panel=_WTS, metavar="N",
         help="Up to N images go through the networks together, their tiles sharing each forward (small "
              "images fill a GPU batch); every image's bytes and metadata are what it gets alone. Default: "
              "the tile batch (cpu 1, cuda 8, mps 2). Not with --devices / --ray.")] = None,
@@ -151,6 +151,8 @@ def upscale(
     check_upscale(settings, load, weights=weights)  # before any work
     local_weights_folder(accept_local_weights, weights)  # a usage error without a folder, before any work
     scale_out = parse_ray_options(devices, ray, load.device)  # None: this process
+    if group is not None and group < 1:
+        raise UsageError(f"--group must be a whole number >= 1; got {group}")
     if group is not None and scale_out is not None:
         raise UsageError("--group is for a run in this process; Ray's workers take one image at a time")
     options = OutputOptions(output, fmt, suffix, settings.scale, overwrite, recursive)
