@@ -188,6 +188,6 @@ class LoadOptions:
             raise UsageError(f"max_vram (--max-vram) must be a number of GiB > 0; got {self.max_vram!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
-            raise UsageError(f"threads must be a whole number >= 1; got {self.threads!r}")
+            raise UsageError(f"threads (--threads) must be a whole number >= 1; got {self.threads!r}")
         if not isinstance(self.device, str) or not self.device:
             raise UsageError(f"device must be a name such as auto, cpu or cuda:0; got {self.device!r}")

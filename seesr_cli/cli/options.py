@@ -77,7 +77,7 @@ def accept_local_weights(accept: bool, weights: Path | None, *, note: bool = Tru
                   "the release sha256 check; they still load as tensors only (a pickle that holds code is refused)")
     return True
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", rich_help_panel=_WTS, min=1, metavar="N",
+    "--threads", rich_help_panel=_WTS, metavar="N",
     help="CPU threads for the networks (default: torch's, usually the core count). On the CPU the same "
          "bytes need the same count; results record it (`--like` reuses it).")]
 CpuKernels = Annotated[Literal["onednn", "stock"], typer.Option(

@@ -58,6 +58,7 @@ USAGE = [
     (["upscale", "a.png", "--max-vram", "-2"], "max_vram (--max-vram) must be a number of GiB > 0; got -2.0"),
     (["upscale", "a.png", "--max-vram", "nan"], "max_vram (--max-vram) must be a number of GiB > 0; got nan"),
     (["upscale", "a.png", "--group", "0"], "--group must be a whole number >= 1; got 0"),
+    (["upscale", "a.png", "--threads", "0"], "threads (--threads) must be a whole number >= 1; got 0"),
     (["tag", "a.png", "--scale", "1000"], "--scale 1000: at most 16"),
     (["tag", "a.png", "--tile-overlap", "100"], "--tile-overlap 100 must be smaller than the tile size"),
 ]
