@@ -2,9 +2,9 @@
 
 From RESULT: its settings (every default resolved, fallbacks included), the seed (RESULT's
 own for one input image, else its base seed, each image's seed derived from its path), the
-dtype, the turbo base, the CPU thread count and, for a CPU result, its kernels (a CPU result
-without "kernels" predates `seesr_cli.models.cpu_fast`: stock). Options given on the command
-line win.
+dtype, the turbo base, the CPU thread count, `--compile` if RESULT's ControlNet+UNet was
+compiled, and, for a CPU result, its kernels (a CPU result without "kernels" predates
+`seesr_cli.models.cpu_fast`: stock). Options given on the command line win.
 On the same device kind with the same library versions this writes the same pixels.
 """
 
@@ -31,6 +31,7 @@ class LikeRecord:
     threads: int
     turbo: bool
     cpu_kernels: str | None = None  # a CPU result's kernels; None: RESULT ran elsewhere
+    compiled: bool = False  # RESULT's ControlNet+UNet ran under torch.compile (--compile)
 
 
 def read_like(path: Path) -> LikeRecord:
@@ -53,7 +54,8 @@ def read_like(path: Path) -> LikeRecord:
         settings = UpscaleSettings.from_dict(_json_object(meta["seesr:settings"]))
         record = LikeRecord(path, settings, int(meta["seesr:seed"]), int(meta["seesr:base-seed"]),
                             str(run["dtype"]), int(run["threads"]), bool(run["turbo"]),
-                            str(run.get("kernels", "stock")) if run.get("device") == "cpu" else None)
+                            str(run.get("kernels", "stock")) if run.get("device") == "cpu" else None,
+                            str(run.get("compiled", "no")) != "no")
     except (KeyError, TypeError, ValueError, UsageError) as exc:
         raise UsageError(f"{where}: damaged seesr metadata ({one_line(exc)})") from None
     # The same checks as options given here.
@@ -81,7 +83,7 @@ def apply_like(record: LikeRecord, ctx, settings: UpscaleSettings,
     given = given_options(ctx)
     values = {**record.settings.to_dict(), "seed": record.base_seed}
     values.update({name: value for name, value in settings.to_dict().items() if name in given})
-    changes = {"dtype": record.dtype, "threads": record.threads, "turbo": record.turbo}
+    changes = {"dtype": record.dtype, "threads": record.threads, "turbo": record.turbo, "compile": record.compiled}
     if record.cpu_kernels is not None:
         changes["cpu_kernels"] = record.cpu_kernels
     load = replace(load, **{name: value for name, value in changes.items() if name not in given})

@@ -29,6 +29,8 @@ class CompiledForward:
         # (a group's images hold their predictions across the calls of the others).
         self.cuda_graphs = backend == "inductor" and mode in ("reduce-overhead", "max-autotune")
         self.shapes: set[tuple[int, ...]] = set()
+        # What a result records (`seesr:run` "compiled"): fusions round differently from eager.
+        self.name = backend if mode is None else f"{backend} ({mode})"
 
     def compiles(self, sample: torch.Tensor) -> bool:
         """Whether a call with this sample compiles a graph first (its shape not seen yet)."""

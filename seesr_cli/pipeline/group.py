@@ -87,7 +87,8 @@ def run_record(pipe, done: Finished) -> dict:
     """The `seesr:run` record of a finished image."""
     return record.run_record(device=pipe.device, dtype=done.dtype, turbo=pipe.turbo, plan=done.plan,
                              geometry=done.geometry, weights=pipe.weights, notes=done.notes,
-                             kernels=record.kernels(pipe.unet, pipe.controlnet))
+                             kernels=record.kernels(pipe.unet, pipe.controlnet),
+                             compiled=getattr(pipe._forward, "name", "no"))
 
 
 def tile_records(done: Finished) -> list[dict]:

@@ -82,12 +82,14 @@ def kernels(*models) -> str:
 
 
 def run_record(*, device: torch.device, dtype: torch.dtype, turbo: bool, plan: RunPlan, geometry: Geometry,
-               weights: dict[str, str], notes: list[str], kernels: str) -> dict:
+               weights: dict[str, str], notes: list[str], kernels: str, compiled: str = "no") -> dict:
     """The `seesr:run` block: versions, where and how it ran, the effective tiles and batches.
 
     No timings: an image's bytes depend only on the image, its settings and what ran, never on how
     long it took (the seconds per stage travel with the run's results into the report instead).
-    kernels: "onednn" or "stock" (`kernels`): on the CPU they round differently."""
+    kernels: "onednn" or "stock" (`kernels`): on the CPU they round differently. compiled: "no",
+    or the torch.compile backend (and mode) of ControlNet+UNet (`--compile`), which rounds
+    differently from eager."""
     return {
         "format": RUN_FORMAT,
         **library_versions(),
@@ -96,6 +98,7 @@ def run_record(*, device: torch.device, dtype: torch.dtype, turbo: bool, plan: R
         "dtype": dtype_name(dtype),
         "threads": torch.get_num_threads(),
         "kernels": kernels,
+        "compiled": compiled,
         "turbo": turbo,
         "tile": plan.tile,
         "overlap": plan.overlap,

@@ -18,7 +18,7 @@ from seesr_cli.settings import UpscaleSettings
 
 FAST = UpscaleSettings(steps=2, process_size=64, scale=2, seed=11)
 RUN_KEYS = {"format", "seesr_cli", "torch", "diffusers", "transformers", "device", "device_name", "dtype", "threads",
-            "kernels", "turbo", "tile", "overlap", "tile_batch", "vae_encoder_tile", "vae_decoder_tile", "input_size",
+            "kernels", "compiled", "turbo", "tile", "overlap", "tile_batch", "vae_encoder_tile", "vae_decoder_tile", "input_size",
             "output_size", "weights", "notes"}
 STAGES = {"dape", "text", "vae_encode", "denoise", "vae_decode", "colorfix"}
 

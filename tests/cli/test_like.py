@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from seesr_cli.batch import derive_seed
 from seesr_cli.cli import app
 from seesr_cli.io import read_metadata
+from seesr_cli.settings import UpscaleSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "2", "--scale", "2", "--process-size", "64", "--device", "cpu"]
@@ -184,3 +185,21 @@ def test_a_fallback_is_noted_and_the_summary_says_the_output_may_differ(offline,
     assert len(notes) == 1 and notes[0].startswith("fallback: out of memory in the VAE decoder")
     assert json.loads(read_metadata(tmp_path / "a_x2.png")["seesr:run"])["notes"] == notes
     assert "1 output(s) needed a fallback" in done.stderr and "may differ from an unconstrained run" in done.stderr
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_like_compiles_again_what_was_compiled(compiled):
+    """A result whose ControlNet+UNet ran compiled (`seesr:run` "compiled") is redone with --compile:
+    Inductor's fusions round differently from eager. Given on the command line, --compile wins."""
+    from seesr_cli.cli.like import LikeRecord, apply_like
+    from seesr_cli.settings import LoadOptions
+
+    class Context:  # nothing given on the command line
+        params: dict = {}
+
+        def get_parameter_source(self, name):
+            return None
+
+    record = LikeRecord(Path("r.png"), UpscaleSettings(), 1, 1, "fp16", 4, False, None, compiled)
+    _, load = apply_like(record, Context(), UpscaleSettings(), LoadOptions(compile=not compiled))
+    assert load.compile is compiled

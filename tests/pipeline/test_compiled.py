@@ -67,5 +67,6 @@ def test_mixed_sizes_compile_once_per_shape(tiny_weight_paths, backend, sizes, e
     eager = SeeSRPipeline.from_pretrained(tiny_weight_paths, device="cpu", cpu_kernels="stock")
     plain = eager.upscale(images[0], settings[0])
     assert plain.run["kernels"] == grouped[0].run["kernels"] == "stock"
+    assert (plain.run["compiled"], grouped[0].run["compiled"]) == ("no", backend)  # mode None: the backend alone
     difference = np.abs(np.asarray(plain.image, np.int16) - np.asarray(grouped[0].image, np.int16)).max()
     assert difference == 0 if backend == "eager" else difference <= 1
