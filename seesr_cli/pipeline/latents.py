@@ -30,9 +30,6 @@ def encode_lr(run: StageRun, vae, controls: list[torch.Tensor], noises: list[tor
     def attempt(current: Batching) -> list[torch.Tensor]:
         for generator, state in zip(generators, states):
             generator.set_state(state)
-        if len(controls) == 1:  # a group of one: `encode` (what `encode_many` does for one image)
-            return [vae_tiles.encode(vae, controls[0], tile=current.tile, batch_size=current.batch,
-                                     generator=generators[0], should_cancel=run.should_cancel)]
         return vae_tiles.encode_many(vae, controls, tile=current.tile, batch_size=current.batch, generators=generators,
                                      should_cancel=run.should_cancel)
 
@@ -51,9 +48,6 @@ def decode(run: StageRun, vae, latents: list[torch.Tensor], option: Batching) ->
     extent = max(max(z.shape[-2:]) for z in latents)
 
     def attempt(current: Batching) -> list[torch.Tensor]:
-        if len(latents) == 1:  # a group of one: `decode` (what `decode_many` does for one latent)
-            return [vae_tiles.decode(vae, latents[0].to(vae.dtype), tile=current.tile, batch_size=current.batch,
-                                     should_cancel=run.should_cancel)]
         return vae_tiles.decode_many(vae, [z.to(vae.dtype) for z in latents], tile=current.tile,
                                      batch_size=current.batch, should_cancel=run.should_cancel)
 

@@ -169,15 +169,15 @@ def test_a_fallback_is_noted_and_the_summary_says_the_output_may_differ(offline,
 
     from seesr_cli.pipeline import vae
 
-    real, failed = vae.decode, []
+    real, failed = vae.decode_many, []
 
-    def decode(*args, **kwargs):
+    def decode_many(*args, **kwargs):
         if not failed:
             failed.append(True)
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vae, "decode", decode)
+    monkeypatch.setattr(vae, "decode_many", decode_many)
     noisy_png(tmp_path / "a.png", size=(128, 96))  # a 32 x 24 latent: decoder tiles can halve to 16
     done = invoke("upscale", "a.png", "-o", "a_x2.png", *FAST, "--json")
     assert done.exit_code == 0, done.stderr

@@ -150,13 +150,13 @@ def test_cancel_between_steps(pipe):
 
 def test_non_finite_reduced_precision_is_redone_in_fp32(tiny_weight_paths, monkeypatch):
     pipe = SeeSRPipeline.from_pretrained(tiny_weight_paths, device="cpu", dtype="bf16")
-    real_decode = vae_module.decode
+    real_decode = vae_module.decode_many
 
-    def decode(vae, latents, **kw):
+    def decode_many(vae, latents, **kw):
         out = real_decode(vae, latents, **kw)
-        return out * float("nan") if vae.dtype != torch.float32 else out
+        return [x * float("nan") for x in out] if vae.dtype != torch.float32 else out
 
-    monkeypatch.setattr(vae_module, "decode", decode)
+    monkeypatch.setattr(vae_module, "decode_many", decode_many)
     result = pipe.upscale(lr_image(24, 24), UpscaleSettings(**FAST))
     assert result.notes == ["fallback: bf16 gave non-finite values; redone in fp32"]
     assert result.run["dtype"] == "fp32" and result.run["notes"] == result.notes  # what actually ran
