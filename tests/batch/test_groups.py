@@ -19,15 +19,7 @@ FAST = UpscaleSettings(steps=2, process_size=64, scale=2, seed=11, tile_size=16,
                        vae_decoder_tile=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads; on shared cores they lose a lot."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _jobs(tmp_path: Path, n: int) -> list[Job]:
