@@ -102,6 +102,7 @@ class GuidedDenoiser:
             self._embeds[key] = (text, image)
         return self._embeds[key]
 
+    @torch.no_grad()  # as every other stage: the hot loop records nothing for autograd
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, boxes: list[Box],
                  tiles: Sequence[int] | Sequence[Tile]) -> torch.Tensor:
         """Guided noise for a batch of latent crops (N x 4 x h x w), float32 out. `tiles`: tile

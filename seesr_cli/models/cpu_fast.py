@@ -54,8 +54,8 @@ def onednn_available() -> bool:
 
 def _fast(x: torch.Tensor, module: nn.Module, *others: torch.Tensor | None) -> bool:
     """The oneDNN path applies: float32 on the CPU, and nothing for autograd to record (its ops
-    have no backward). Grad mode alone does not decide: the pipeline runs frozen models
-    (`requires_grad_(False)`) without `no_grad`."""
+    have no backward). Grad mode alone does not decide: a caller may run frozen models
+    (`requires_grad_(False)`) with grad mode on (the pipeline's denoiser turns it off)."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or not onednn_available():
         return False
     if not torch.is_grad_enabled():
